@@ -1,0 +1,51 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# uv is bootstrapped from PyPI into .tools/ when it is not on PATH, so a fresh machine
+# with only python3 can run both.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+HOST ?= 127.0.0.1
+PORT ?= 8080
+DATA_DIR ?= ./data
+
+.PHONY: run test lint typecheck check openapi sync clean bench-large
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-groups
+	touch $@
+
+sync: .venv/.synced
+
+## Start the service on the embedded default (local files + SQLite under ./data).
+run: .venv/.synced
+	.venv/bin/python -m service serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+## Install what the tests need, then lint, type-check and run every test.
+test: .venv/.synced
+	.venv/bin/ruff check service tests scripts
+	.venv/bin/ruff format --check service tests scripts
+	.venv/bin/mypy
+	.venv/bin/python -m pytest
+
+lint: .venv/.synced
+	.venv/bin/ruff check service tests scripts
+	.venv/bin/ruff format --check service tests scripts
+
+typecheck: .venv/.synced
+	.venv/bin/mypy
+
+## Regenerate openapi/openapi.json from the code (a test fails when it drifts).
+openapi: .venv/.synced
+	.venv/bin/python -m service openapi > openapi/openapi.json
+
+## STOW and retrieve a generated 2 GB multi-frame instance, reporting the server's peak RSS.
+bench-large: .venv/.synced
+	.venv/bin/python scripts/large_instance.py
+
+clean:
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
