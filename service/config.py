@@ -1,0 +1,142 @@
+"""Typed configuration, read once from ``DICOMWEB_*`` environment variables.
+
+Every setting is a field of :class:`Settings` with its type, default and description in
+one place; ``python -m service config`` prints them as a table. A ``DICOMWEB_*`` variable
+that names no setting is an error at start-up, so a typo fails loudly instead of being
+silently ignored. Command-line flags (``serve --host --port --data-dir``) override the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "describe", "load_settings"]
+
+ENV_PREFIX = "DICOMWEB_"
+
+
+class ConfigError(Exception):
+    """The environment or the flags do not form a valid configuration."""
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The service's settings. Field ``x`` is read from ``DICOMWEB_X``."""
+
+    host: Annotated[str, _doc("Address the HTTP server listens on.")] = "127.0.0.1"
+    port: Annotated[int, _doc("TCP port the HTTP server listens on."), msgspec.Meta(ge=0)] = 8080
+    data_dir: Annotated[
+        str, _doc("Directory for the embedded backends' files (blobs and SQLite index).")
+    ] = "./data"
+    storage: Annotated[
+        str,
+        _doc("Blob storage URL: file:///abs/path, or empty for <data_dir>/blobs."),
+    ] = ""
+    index: Annotated[
+        str,
+        _doc("Index URL: sqlite:///abs/path.sqlite, or empty for <data_dir>/index.sqlite."),
+    ] = ""
+    root: Annotated[str, _doc("Path prefix of the DICOMweb API.")] = "/dicom-web"
+    store: Annotated[
+        str,
+        _doc("Name of the store every key and index row is scoped by."),
+        msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$"),
+    ] = "default"
+    public_url: Annotated[
+        str,
+        _doc(
+            "Base URL clients reach the service by (for RetrieveURL and BulkDataURI); "
+            "empty: taken from each request."
+        ),
+    ] = ""
+    max_request_bytes: Annotated[
+        int, _doc("Largest STOW-RS request body accepted, in bytes."), msgspec.Meta(gt=0)
+    ] = 4 * 1024**3
+    header_memory_bytes: Annotated[
+        int,
+        _doc(
+            "How much of a part's DICOM header is kept in memory before spilling to a "
+            "temporary file (headers with large non-pixel bulk data)."
+        ),
+        msgspec.Meta(gt=0),
+    ] = 4 * 1024**2
+    duplicates: Annotated[
+        Literal["reject", "replace"],
+        _doc(
+            "A re-upload of a stored SOP Instance UID with different bytes: 'reject' "
+            "(keep the original, fail with 0xB00E) or 'replace'."
+        ),
+    ] = "reject"
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Logging level.")] = (
+        "info"
+    )
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or (Path(self.data_dir).resolve() / "blobs").as_uri()
+
+    @property
+    def index_url(self) -> str:
+        if self.index:
+            return self.index
+        return "sqlite:///" + str(Path(self.data_dir).resolve() / "index.sqlite").lstrip("/")
+
+    @property
+    def dicomweb_root(self) -> str:
+        """The API prefix, normalised to a leading slash and no trailing slash."""
+        return "/" + self.root.strip("/") if self.root.strip("/") else ""
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build :class:`Settings` from the environment (``DICOMWEB_*``) and explicit overrides.
+
+    Raises :class:`ConfigError` naming every unknown variable or invalid value.
+    """
+    environ = os.environ if environ is None else environ
+    fields = {f.name for f in msgspec.structs.fields(Settings)}
+    raw: dict[str, Any] = {}
+    unknown: list[str] = []
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in fields:
+            raw[name] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        known = ", ".join(ENV_PREFIX + f.upper() for f in sorted(fields))
+        raise ConfigError(
+            f"unknown environment variable(s) {', '.join(sorted(unknown))}; known: {known}"
+        )
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting, for docs and ``config``."""
+    rows = []
+    info = msgspec.inspect.type_info(Settings)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:
+        description = ""
+        field_type = field.type
+        if isinstance(field_type, msgspec.inspect.Metadata):
+            extra = field_type.extra_json_schema or {}
+            description = str(extra.get("description", ""))
+        rows.append((ENV_PREFIX + field.name.upper(), repr(field.default), description))
+    return rows
