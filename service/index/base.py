@@ -1,0 +1,109 @@
+"""The Index interface: what is stored, where, and its metadata.
+
+Writes are two-phase, so that no committed row ever points at a missing blob:
+
+1. :meth:`Index.claim` records the intent to store a SOP Instance UID at a blob key.
+   Only one upload of a given instance holds the claim at a time.
+2. The caller writes and commits the blob.
+3. :meth:`Index.commit` inserts (or replaces) the instance row and drops the claim in
+   one transaction; :meth:`Index.release` drops the claim after a failure.
+
+A crash between 1 and 3 leaves a claim; :meth:`Index.stale_claims` lists them so that
+start-up recovery can remove blobs that no row refers to. Implementations: ``sqlite``
+(embedded default) and, later, ``dynamodb``. Every row is scoped by a store name.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import msgspec
+
+__all__ = ["Claim", "Index", "InstanceRecord", "InstanceRef"]
+
+
+class InstanceRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Enough to locate and stream one stored instance."""
+
+    store: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    blob_key: str
+    size: int
+    sha256: str
+
+
+class InstanceRecord(InstanceRef, frozen=True, kw_only=True):
+    """A stored instance with what ingest computed for search and retrieval."""
+
+    #: Index attributes (keyword -> DICOM string value), for search.
+    attributes: dict[str, str]
+    #: The instance's DICOM JSON object (UTF-8), BulkDataURIs relative to a placeholder.
+    metadata: bytes
+    #: Where pixel data and frames sit in the blob (JSON), for frame retrieval.
+    layout: bytes = b""
+    stored_at: float = 0.0
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    store: str
+    sop_uid: str
+    blob_key: str
+    owner: str
+    claimed_at: float
+
+
+class Index(ABC):
+    """Index of stored instances. All methods are safe to call concurrently."""
+
+    @abstractmethod
+    async def claim(self, store: str, sop_uid: str, blob_key: str, owner: str) -> bool:
+        """Claim ``sop_uid`` for an upload; False if another upload holds it."""
+
+    @abstractmethod
+    async def release(self, store: str, sop_uid: str, owner: str) -> None:
+        """Drop ``owner``'s claim (after a failed or redundant upload)."""
+
+    @abstractmethod
+    async def commit(self, record: InstanceRecord, owner: str) -> None:
+        """Insert or replace the instance row and drop ``owner``'s claim, atomically."""
+
+    @abstractmethod
+    async def find(self, store: str, sop_uid: str) -> InstanceRef | None:
+        """The committed instance with this SOP Instance UID, in any study."""
+
+    @abstractmethod
+    async def instances(
+        self,
+        store: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[InstanceRef]:
+        """Committed instances of a study, series or one instance, in a stable order
+        (series, then Instance Number, then SOP Instance UID)."""
+
+    @abstractmethod
+    async def metadata(
+        self,
+        store: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[tuple[InstanceRef, bytes]]:
+        """Like :meth:`instances`, with each instance's DICOM JSON document."""
+
+    @abstractmethod
+    async def stale_claims(self, older_than: float) -> list[Claim]:
+        """Claims taken before ``older_than`` (epoch seconds), in every store."""
+
+    @abstractmethod
+    async def check(self) -> None:
+        """Raise :class:`service.errors.BackendUnavailable` when the index is not usable."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,278 @@
+"""SQLite Index, the embedded default.
+
+One database file in WAL mode: readers never block the writer. Each worker thread
+gets its own connection; writes are serialised by SQLite's own lock (``BEGIN
+IMMEDIATE`` with a busy timeout). ``synchronous=FULL`` so an acknowledged STOW survives
+power loss, not only a process crash.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from service.errors import BackendUnavailable
+from service.index.base import Claim, Index, InstanceRecord, InstanceRef
+
+__all__ = ["SqliteIndex"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    store           TEXT NOT NULL,
+    sop_uid         TEXT NOT NULL,
+    study_uid       TEXT NOT NULL,
+    series_uid      TEXT NOT NULL,
+    sop_class_uid   TEXT NOT NULL,
+    transfer_syntax TEXT NOT NULL,
+    instance_number INTEGER,
+    blob_key        TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,
+    attributes      TEXT NOT NULL,
+    metadata        BLOB NOT NULL,
+    layout          BLOB NOT NULL,
+    stored_at       REAL NOT NULL,
+    PRIMARY KEY (store, sop_uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS instances_by_study
+    ON instances (store, study_uid, series_uid, instance_number, sop_uid);
+CREATE TABLE IF NOT EXISTS claims (
+    store      TEXT NOT NULL,
+    sop_uid    TEXT NOT NULL,
+    blob_key   TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    claimed_at REAL NOT NULL,
+    PRIMARY KEY (store, sop_uid)
+);
+"""
+
+_REF_COLUMNS = (
+    "store, study_uid, series_uid, sop_uid, sop_class_uid, transfer_syntax, blob_key, size, sha256"
+)
+_ORDER = "ORDER BY series_uid, instance_number IS NULL, instance_number, sop_uid"
+
+
+def _instance_number(record: InstanceRecord) -> int | None:
+    try:
+        return int(record.attributes.get("InstanceNumber", ""))
+    except ValueError:
+        return None
+
+
+def _ref(row: tuple[Any, ...]) -> InstanceRef:
+    return InstanceRef(
+        store=row[0],
+        study_uid=row[1],
+        series_uid=row[2],
+        sop_uid=row[3],
+        sop_class_uid=row[4],
+        transfer_syntax=row[5],
+        blob_key=row[6],
+        size=row[7],
+        sha256=row[8],
+    )
+
+
+class SqliteIndex(Index):
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteIndex:
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"not a sqlite:/// URL: {url!r}")
+        return cls("/" + url[len("sqlite:///") :].lstrip("/"))
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            # isolation_level=None: we issue BEGIN ourselves, so a write transaction
+            # takes the lock up front (IMMEDIATE) instead of failing at first write.
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            try:
+                return fn(self._connect())
+            except sqlite3.OperationalError as exc:
+                raise BackendUnavailable(f"SQLite index {self.path}: {exc}") from exc
+
+        return await anyio.to_thread.run_sync(call)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def tx(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(tx)
+
+    async def open(self) -> None:
+        def create(conn: sqlite3.Connection) -> None:
+            conn.executescript(_SCHEMA)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise BackendUnavailable(
+                    f"index {self.path} has schema version {version}, expected {SCHEMA_VERSION}"
+                )
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await self._run(create)
+
+    async def claim(self, store: str, sop_uid: str, blob_key: str, owner: str) -> bool:
+        def insert(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?, ?)",
+                (store, sop_uid, blob_key, owner, time.time()),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(insert)
+
+    async def release(self, store: str, sop_uid: str, owner: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "DELETE FROM claims WHERE store = ? AND sop_uid = ? AND owner = ?",
+                (store, sop_uid, owner),
+            )
+        )
+
+    async def commit(self, record: InstanceRecord, owner: str) -> None:
+        row = (
+            record.store,
+            record.sop_uid,
+            record.study_uid,
+            record.series_uid,
+            record.sop_class_uid,
+            record.transfer_syntax,
+            _instance_number(record),
+            record.blob_key,
+            record.size,
+            record.sha256,
+            json.dumps(record.attributes, ensure_ascii=False),
+            record.metadata,
+            record.layout,
+            record.stored_at or time.time(),
+        )
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row
+            )
+            conn.execute(
+                "DELETE FROM claims WHERE store = ? AND sop_uid = ? AND owner = ?",
+                (record.store, record.sop_uid, owner),
+            )
+
+        await self._write(upsert)
+
+    async def find(self, store: str, sop_uid: str) -> InstanceRef | None:
+        def select(conn: sqlite3.Connection) -> InstanceRef | None:
+            row = conn.execute(
+                f"SELECT {_REF_COLUMNS} FROM instances WHERE store = ? AND sop_uid = ?",  # noqa: S608
+                (store, sop_uid),
+            ).fetchone()
+            return _ref(row) if row else None
+
+        return await self._run(select)
+
+    @staticmethod
+    def _where(
+        store: str, study_uid: str, series_uid: str | None, sop_uid: str | None
+    ) -> tuple[str, tuple[str, ...]]:
+        clauses, params = ["store = ?", "study_uid = ?"], [store, study_uid]
+        if series_uid is not None:
+            clauses.append("series_uid = ?")
+            params.append(series_uid)
+        if sop_uid is not None:
+            clauses.append("sop_uid = ?")
+            params.append(sop_uid)
+        return " AND ".join(clauses), tuple(params)
+
+    async def instances(
+        self,
+        store: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[InstanceRef]:
+        where, params = self._where(store, study_uid, series_uid, sop_uid)
+
+        def select(conn: sqlite3.Connection) -> list[InstanceRef]:
+            rows = conn.execute(
+                f"SELECT {_REF_COLUMNS} FROM instances WHERE {where} {_ORDER}",  # noqa: S608
+                params,
+            ).fetchall()
+            return [_ref(r) for r in rows]
+
+        return await self._run(select)
+
+    async def metadata(
+        self,
+        store: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[tuple[InstanceRef, bytes]]:
+        where, params = self._where(store, study_uid, series_uid, sop_uid)
+
+        def select(conn: sqlite3.Connection) -> list[tuple[InstanceRef, bytes]]:
+            rows = conn.execute(
+                f"SELECT {_REF_COLUMNS}, metadata FROM instances WHERE {where} {_ORDER}",  # noqa: S608
+                params,
+            ).fetchall()
+            return [(_ref(r), bytes(r[9])) for r in rows]
+
+        return await self._run(select)
+
+    async def stale_claims(self, older_than: float) -> list[Claim]:
+        def select(conn: sqlite3.Connection) -> list[Claim]:
+            rows = conn.execute(
+                "SELECT store, sop_uid, blob_key, owner, claimed_at FROM claims"
+                " WHERE claimed_at < ?",
+                (older_than,),
+            ).fetchall()
+            return [
+                Claim(store=r[0], sop_uid=r[1], blob_key=r[2], owner=r[3], claimed_at=r[4])
+                for r in rows
+            ]
+
+        return await self._run(select)
+
+    async def check(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1 FROM instances LIMIT 1").fetchall())
+
+    async def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()

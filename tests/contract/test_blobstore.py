@@ -1,0 +1,82 @@
+"""The BlobStore contract: every backend must pass these."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from service.storage.base import BlobNotFound, BlobStore
+
+
+async def _read(store: BlobStore, key: str, start: int = 0, end: int | None = None) -> bytes:
+    return b"".join([chunk async for chunk in store.read(key, start, end)])
+
+
+async def _put(store: BlobStore, key: str, *chunks: bytes) -> None:
+    writer = await store.open_writer(key)
+    for chunk in chunks:
+        await writer.write(chunk)
+    await writer.commit()
+
+
+async def test_written_blob_reads_back_identical(blob_store: BlobStore) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    await _put(blob_store, "s/a.dcm", data[:100], data[100:2_000_000], data[2_000_000:])
+    assert await _read(blob_store, "s/a.dcm") == data
+    assert await blob_store.exists("s/a.dcm")
+
+
+async def test_ranges(blob_store: BlobStore) -> None:
+    data = bytes(range(256)) * 8192
+    await _put(blob_store, "s/r.dcm", data)
+    assert await _read(blob_store, "s/r.dcm", 10, 20) == data[10:20]
+    assert await _read(blob_store, "s/r.dcm", 1_500_000) == data[1_500_000:]
+    assert await _read(blob_store, "s/r.dcm", 0, len(data) + 10) == data
+
+
+async def test_nothing_visible_before_commit(blob_store: BlobStore) -> None:
+    writer = await blob_store.open_writer("s/pending.dcm")
+    await writer.write(b"x" * 2_000_000)
+    assert not await blob_store.exists("s/pending.dcm")
+    await writer.commit()
+    assert await blob_store.exists("s/pending.dcm")
+
+
+async def test_abort_leaves_nothing_and_keeps_previous(blob_store: BlobStore) -> None:
+    await _put(blob_store, "s/keep.dcm", b"original")
+    writer = await blob_store.open_writer("s/keep.dcm")
+    await writer.write(b"replacement" * 200_000)
+    await writer.abort()
+    await writer.abort()  # idempotent
+    assert await _read(blob_store, "s/keep.dcm") == b"original"
+    writer = await blob_store.open_writer("s/never.dcm")
+    await writer.write(b"data")
+    await writer.abort()
+    assert not await blob_store.exists("s/never.dcm")
+
+
+async def test_commit_replaces(blob_store: BlobStore) -> None:
+    await _put(blob_store, "s/x.dcm", b"one")
+    await _put(blob_store, "s/x.dcm", b"two")
+    assert await _read(blob_store, "s/x.dcm") == b"two"
+
+
+async def test_missing_and_delete(blob_store: BlobStore) -> None:
+    with pytest.raises(BlobNotFound):
+        await _read(blob_store, "s/missing.dcm")
+    assert not await blob_store.exists("s/missing.dcm")
+    await blob_store.delete("s/missing.dcm")  # not an error
+    await _put(blob_store, "s/d.dcm", b"d")
+    await blob_store.delete("s/d.dcm")
+    assert not await blob_store.exists("s/d.dcm")
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs", "a/../b", "a//b", "", "a/.hidden/..", "x y"])
+async def test_unsafe_keys_are_refused(blob_store: BlobStore, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid blob key"):
+        await blob_store.open_writer(key)
+
+
+async def test_check_passes_when_usable(blob_store: BlobStore) -> None:
+    await blob_store.check()
