@@ -1,0 +1,92 @@
+"""The Litestar application: routes, lifespan, and the one place errors become HTTP.
+
+Every error answer is ``application/problem+json`` (RFC 9457) with a ``detail`` that
+says what was wrong, whether it came from our :mod:`service.errors` hierarchy or from
+Litestar itself (unknown route, wrong method).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Any
+
+import msgspec
+from litestar import Litestar, Request, Response, Router
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+
+from service import __version__
+from service.config import Settings
+from service.context import open_services
+from service.dicomweb.health import health, ready
+from service.dicomweb.stow import stow
+from service.dicomweb.wado import metadata_handlers, retrieve_handlers
+from service.errors import ServiceError
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("service")
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response[bytes]:
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
+    body["detail"] = detail
+    return Response(
+        msgspec.json.encode(body),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[bytes]:
+    if exc.status_code >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc.message)
+    return _problem(exc.status_code, exc.message)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    headers = dict(exc.headers or {})
+    return _problem(exc.status_code, str(exc.detail), headers)
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return _problem(500, f"internal error: {type(exc).__name__}")
+
+
+def create_app(settings: Settings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services = await open_services(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    dicomweb = Router(
+        path=settings.dicomweb_root or "/",
+        route_handlers=[stow, *retrieve_handlers, *metadata_handlers],
+    )
+    return Litestar(
+        route_handlers=[health, ready, dicomweb],
+        lifespan=[lifespan],
+        state=State({}),
+        exception_handlers={
+            ServiceError: _service_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        openapi_config=OpenAPIConfig(
+            title="DICOMweb service",
+            version=__version__,
+            description="DICOMweb (PS3.18): STOW-RS, WADO-RS; QIDO-RS to come.",
+            path="/openapi",
+        ),
+        debug=False,
+    )

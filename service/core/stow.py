@@ -1,0 +1,502 @@
+"""STOW-RS use case: store the instances of a request body, streaming, part by part.
+
+For each part (see ``../shared/DESIGN.md``, "The store path"):
+
+1. Bytes are kept only until the Part 10 header (everything before top-level Pixel
+   Data) is complete; a large header spills to a temporary file.
+2. The header is parsed and validated; the instance is claimed in the index.
+3. The kept bytes and then the rest of the part stream to the BlobStore unchanged,
+   hashed (SHA-256) on the way, while the scanner keeps walking the data so a
+   truncated file is caught.
+4. The blob is committed, then the index row (two-phase); any failure aborts the blob
+   and releases the claim, so nothing half-stored is ever visible.
+
+Per-instance results are data (:class:`InstanceOutcome`); the HTTP layer turns them into
+the PS3.18 response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Literal, NamedTuple
+
+import anyio
+import anyio.to_thread
+import msgspec
+from pydicom import Dataset
+
+from service.core.keys import instance_key
+from service.core.spool import HeaderSpool
+from service.dicom import reasons
+from service.dicom.dicomjson import index_attributes, instance_json
+from service.dicom.part10 import Part10Scanner, ScanResult, parse_header
+from service.dicom.preamble import PREFIX, PREFIX_LENGTH, missing_preamble
+from service.dicom.uid import is_valid_uid
+from service.dicomweb.media import parse_media_type
+from service.dicomweb.multipart import MultipartParser, PartBegin, PartData, PartEnd
+from service.errors import (
+    ClientError,
+    InstanceRejected,
+    MalformedRequest,
+    PayloadTooLarge,
+)
+from service.index.base import Index, InstanceRecord, InstanceRef
+from service.storage.base import BlobStore, BlobWriter
+
+__all__ = ["InstanceOutcome", "StowResult", "StowService"]
+
+log = logging.getLogger(__name__)
+
+# Hashing is done in a worker thread (hashlib releases the GIL), once per this many bytes.
+HASH_BATCH = 1024 * 1024
+# How long an upload waits for a concurrent upload of the same SOP Instance UID.
+CLAIM_WAIT_SECONDS = 30.0
+CLAIM_POLL_SECONDS = 0.05
+
+_PROCESS = uuid.uuid4().hex[:12]
+_SEQUENCE = itertools.count()
+
+
+class InstanceOutcome(msgspec.Struct, kw_only=True):
+    """What happened to one part of a STOW request."""
+
+    part: int
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+    stored: bool = False
+    #: PS3.18 failure reason code when not stored.
+    reason: int | None = None
+    #: Why it failed, for people.
+    message: str | None = None
+
+
+class StowResult(msgspec.Struct, kw_only=True):
+    outcomes: list[InstanceOutcome]
+    #: A request-level problem met part-way through the body (bad framing, oversize).
+    #: Parts completed before it stay stored and are listed in ``outcomes``.
+    error: ClientError | None = None
+
+
+class _Identity(NamedTuple):
+    """The validated UIDs of an instance."""
+
+    study: str
+    series: str
+    sop: str
+    sop_class: str
+
+
+class _Part:
+    """One part's journey from bytes to a committed instance."""
+
+    def __init__(self, service: StowService, number: int, study_uid: str | None) -> None:
+        self.svc = service
+        self.outcome = InstanceOutcome(part=number)
+        self.expected_study = study_uid
+        self.scanner = Part10Scanner()
+        self.spool: HeaderSpool | None = HeaderSpool(service.header_memory_bytes)
+        self.hasher = hashlib.sha256()
+        self.hash_batch: list[bytes] = []
+        self.hash_batch_size = 0
+        self.ds: Dataset | None = None
+        self.identity: _Identity | None = None
+        self.key = ""
+        self.writer: BlobWriter | None = None
+        self.existing: InstanceRef | None = None
+        self.owner = ""
+        self.claimed = False
+        self.failed = False
+        # The first bytes, held until we know whether the preamble is missing.
+        self.head: bytes | None = b""
+
+    # -- receiving bytes -------------------------------------------------------------
+
+    async def feed(self, data: bytes) -> None:
+        if self.failed:
+            return  # the rest of a failed part is read and dropped
+        if self.head is not None:
+            self.head += data
+            if len(self.head) < PREFIX_LENGTH:
+                return
+            data = self._take_head()
+        await self._consume(data)
+
+    def _take_head(self) -> bytes:
+        head, self.head = self.head or b"", None
+        return PREFIX + head if missing_preamble(head) else head
+
+    async def _consume(self, data: bytes) -> None:
+        try:
+            self.scanner.feed(data)
+            if self.spool is not None:
+                await self.spool.write(data)
+                header_end = self.scanner.header_end
+                if header_end is not None:
+                    await self._begin_instance(header_end)
+            else:
+                await self._push(data)
+        except Exception as exc:
+            await self._fail(exc)
+
+    async def finish(self) -> InstanceOutcome:
+        if self.failed:
+            return self.outcome
+        if self.head is not None:  # a part shorter than a preamble
+            await self._consume(self._take_head())
+            if self.failed:
+                return self.outcome
+        try:
+            scan = self.scanner.finish()
+            if self.spool is not None:
+                # No top-level Pixel Data (or a deflated dataset): the header is the file.
+                await self._begin_instance(scan.header_end)
+            await self._flush_hash()
+            await self._complete(scan)
+        except Exception as exc:
+            await self._fail(exc)
+        return self.outcome
+
+    async def abort(self, reason: int, message: str) -> InstanceOutcome:
+        if not self.failed:
+            await self._fail(InstanceRejected(reason, message))
+        return self.outcome
+
+    # -- steps -----------------------------------------------------------------------
+
+    async def _begin_instance(self, header_end: int) -> None:
+        spool = self.spool
+        assert spool is not None
+        self.ds = ds = await spool.parse(parse_header, header_end)
+        self.identity = ident = self._validate(ds)
+        self.owner = f"{_PROCESS}-{next(_SEQUENCE)}"
+        await self._claim(ident.study, ident.series, ident.sop)
+        if self.key:
+            self.writer = await self.svc.storage.open_writer(self.key)
+        self.spool = None
+        async for chunk in spool.replay():
+            await self._push(chunk)
+
+    def _validate(self, ds: Dataset) -> _Identity:
+        out = self.outcome
+        out.sop_class_uid = _text(ds, "SOPClassUID")
+        out.sop_instance_uid = _text(ds, "SOPInstanceUID")
+        out.study_uid = _text(ds, "StudyInstanceUID")
+        out.series_uid = _text(ds, "SeriesInstanceUID")
+        for keyword, tag, value in (
+            ("SOPClassUID", "(0008,0016)", out.sop_class_uid),
+            ("SOPInstanceUID", "(0008,0018)", out.sop_instance_uid),
+            ("StudyInstanceUID", "(0020,000D)", out.study_uid),
+            ("SeriesInstanceUID", "(0020,000E)", out.series_uid),
+        ):
+            if not value:
+                raise InstanceRejected(reasons.CANNOT_UNDERSTAND, f"{keyword} {tag} is missing")
+            if not is_valid_uid(value):
+                raise InstanceRejected(
+                    reasons.CANNOT_UNDERSTAND,
+                    f"{keyword} {tag} {value[:80]!r} is not a valid UID (PS3.5 §9.1)",
+                )
+        ident = _Identity(
+            study=out.study_uid or "",
+            series=out.series_uid or "",
+            sop=out.sop_instance_uid or "",
+            sop_class=out.sop_class_uid or "",
+        )
+        if self.expected_study is not None and ident.study != self.expected_study:
+            raise InstanceRejected(
+                reasons.STUDY_MISMATCH,
+                f"StudyInstanceUID {ident.study} differs from the study in the request "
+                f"URL, {self.expected_study}",
+            )
+        return ident
+
+    async def _claim(self, study: str, series: str, sop: str) -> None:
+        """Claim the instance in the index and decide the blob key.
+
+        The key depends on what is already stored, so it is decided first, claimed with
+        the claim, and the decision checked again once the claim is held.
+        """
+        index, store, svc = self.svc.index, self.svc.store, self.svc
+        fresh = instance_key(store, study, series, sop)
+        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+        while True:
+            existing = await index.find(store, sop)
+            if existing is None:
+                key = fresh
+            elif svc.duplicates == "reject":
+                key = ""  # only hash: identical bytes succeed, others are refused
+            else:
+                # Never overwrite the blob a committed row points at: a crash before the
+                # index commit would leave that row describing other bytes.
+                key = fresh.removesuffix(".dcm") + f".{self.owner}.dcm"
+            if await index.claim(store, sop, key or fresh, self.owner):
+                self.claimed = True
+                if await index.find(store, sop) == existing:
+                    self.existing, self.key = existing, key
+                    return
+                await index.release(store, sop, self.owner)
+                self.claimed = False
+            if time.monotonic() > deadline:
+                raise InstanceRejected(
+                    reasons.PROCESSING_FAILURE,
+                    f"another upload of SOP Instance {sop} has been in progress for "
+                    f"over {CLAIM_WAIT_SECONDS:.0f} s; try again later",
+                )
+            await anyio.sleep(CLAIM_POLL_SECONDS)
+
+    async def _push(self, data: bytes) -> None:
+        self.hash_batch.append(data)
+        self.hash_batch_size += len(data)
+        if self.hash_batch_size >= HASH_BATCH:
+            await self._flush_hash()
+        if self.writer is not None:
+            await self.writer.write(data)
+
+    async def _flush_hash(self) -> None:
+        batch, self.hash_batch, self.hash_batch_size = self.hash_batch, [], 0
+        if batch:
+            update = self.hasher.update
+            await anyio.to_thread.run_sync(lambda: [update(b) for b in batch])
+
+    async def _complete(self, scan: ScanResult) -> None:
+        ds, ident, out, svc = self.ds, self.identity, self.outcome, self.svc
+        if ds is None or ident is None:
+            raise RuntimeError("instance completed before its header was parsed")
+        digest = self.hasher.hexdigest()
+        existing = self.existing
+        if existing is not None and existing.sha256 == digest:
+            await self._discard()  # an identical re-upload: idempotent success
+            out.stored = True
+            return
+        if existing is not None and svc.duplicates == "reject":
+            raise InstanceRejected(
+                reasons.DUPLICATE_CONFLICT,
+                f"SOP Instance {ident.sop} is already stored with different "
+                "content; the stored instance is kept (DICOMWEB_DUPLICATES=reject)",
+            )
+        metadata, attributes, layout = await anyio.to_thread.run_sync(_describe, ds, scan)
+        record = InstanceRecord(
+            store=svc.store,
+            study_uid=ident.study,
+            series_uid=ident.series,
+            sop_uid=ident.sop,
+            sop_class_uid=ident.sop_class,
+            transfer_syntax=scan.transfer_syntax,
+            blob_key=self.key,
+            size=scan.size,
+            sha256=digest,
+            attributes=attributes,
+            metadata=metadata,
+            layout=layout,
+            stored_at=time.time(),
+        )
+        writer, self.writer = self.writer, None
+        assert writer is not None
+        await writer.commit()
+        try:
+            await svc.index.commit(record, self.owner)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await svc.storage.delete(self.key)
+            raise
+        self.claimed = False
+        if existing is not None and existing.blob_key != self.key:
+            await svc.storage.delete(existing.blob_key)
+        out.stored = True
+
+    async def _discard(self) -> None:
+        with anyio.CancelScope(shield=True):
+            writer, self.writer = self.writer, None
+            if writer is not None:
+                await writer.abort()
+            if self.claimed:
+                self.claimed = False
+                assert self.identity is not None  # a claim is taken only after validation
+                await self.svc.index.release(self.svc.store, self.identity.sop, self.owner)
+            spool, self.spool = self.spool, None
+            if spool is not None:
+                await spool.close()
+
+    async def _fail(self, exc: BaseException) -> None:
+        self.failed = True
+        out = self.outcome
+        if isinstance(exc, InstanceRejected):
+            out.reason, out.message = exc.reason, exc.message
+        elif isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+            out.reason, out.message = reasons.OUT_OF_RESOURCES, "storage is full"
+        else:
+            log.exception("storing part %d failed", out.part, exc_info=exc)
+            out.reason = reasons.PROCESSING_FAILURE
+            out.message = f"the service failed while storing this instance: {exc}"
+        try:
+            await self._discard()
+        except Exception:
+            log.exception("cleaning up after part %d failed", out.part)
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    return str(value).strip() if value not in (None, "") else None
+
+
+def _describe(ds: Dataset, scan: ScanResult) -> tuple[bytes, dict[str, str], bytes]:
+    """What ingest computes for search and retrieval (blocking: runs in a thread)."""
+    attributes = index_attributes(ds)
+    attributes["TransferSyntaxUID"] = scan.transfer_syntax
+    layout = msgspec.json.encode(scan.pixel_data) if scan.pixel_data is not None else b""
+    return instance_json(ds, scan.pixel_data), attributes, layout
+
+
+class _Upload:
+    """The parts of one request body, in order, as the multipart parser finds them."""
+
+    def __init__(self, service: StowService, boundary: str | None, study_uid: str | None):
+        self.svc = service
+        self.study_uid = study_uid
+        self.outcomes: list[InstanceOutcome] = []
+        self.parser = MultipartParser(boundary) if boundary is not None else None
+        # A single application/dicom body is one part from the first byte.
+        self.current: _Part | None = _Part(service, 1, study_uid) if boundary is None else None
+
+    async def feed(self, chunk: bytes) -> None:
+        if self.parser is None:
+            if self.current is not None:
+                await self.current.feed(chunk)
+            return
+        for event in self.parser.feed(chunk):
+            if isinstance(event, PartData):
+                if self.current is not None:
+                    await self.current.feed(event.data)
+            elif isinstance(event, PartBegin):
+                number = len(self.outcomes) + 1
+                problem = _part_type_problem(event.headers)
+                if problem:  # its bytes are skipped: self.current stays None
+                    self.outcomes.append(
+                        InstanceOutcome(
+                            part=number, reason=reasons.CANNOT_UNDERSTAND, message=problem
+                        )
+                    )
+                else:
+                    self.current = _Part(self.svc, number, self.study_uid)
+            elif isinstance(event, PartEnd) and self.current is not None:
+                part, self.current = self.current, None
+                self.outcomes.append(await part.finish())
+
+    async def finish(self) -> StowResult:
+        if self.parser is not None:
+            self.parser.close()
+        elif self.current is not None:
+            part, self.current = self.current, None
+            self.outcomes.append(await part.finish())
+        if not self.outcomes:
+            raise MalformedRequest("the request body contains no DICOM instance")
+        return StowResult(outcomes=self.outcomes)
+
+    async def fail(self, exc: MalformedRequest | PayloadTooLarge) -> StowResult:
+        """The body broke off or overflowed: the part in progress fails with it."""
+        if self.current is not None:
+            reason = (
+                reasons.OUT_OF_RESOURCES
+                if isinstance(exc, PayloadTooLarge)
+                else reasons.CANNOT_UNDERSTAND
+            )
+            part, self.current = self.current, None
+            self.outcomes.append(await part.abort(reason, exc.message))
+        return StowResult(outcomes=self.outcomes, error=exc)
+
+    async def abort(self) -> None:
+        if self.current is not None:
+            part, self.current = self.current, None
+            with anyio.CancelScope(shield=True):
+                await part.abort(reasons.PROCESSING_FAILURE, "request interrupted")
+
+
+class StowService:
+    """Stores STOW-RS request bodies. Framework-free: takes an async byte stream."""
+
+    def __init__(
+        self,
+        storage: BlobStore,
+        index: Index,
+        *,
+        store: str,
+        max_request_bytes: int,
+        header_memory_bytes: int,
+        duplicates: Literal["reject", "replace"],
+    ) -> None:
+        self.storage = storage
+        self.index = index
+        self.store = store
+        self.max_request_bytes = max_request_bytes
+        self.header_memory_bytes = header_memory_bytes
+        self.duplicates = duplicates
+
+    async def store_body(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        boundary: str | None,
+        study_uid: str | None = None,
+    ) -> StowResult:
+        """Store every instance of ``body``.
+
+        ``boundary`` is the multipart/related boundary, or None for a single
+        ``application/dicom`` body. ``study_uid`` is the study named in the URL, which
+        every instance must belong to.
+        """
+        upload = _Upload(self, boundary, study_uid)
+        received = 0
+        try:
+            async for chunk in body:
+                received += len(chunk)
+                over = received - self.max_request_bytes
+                # Bytes up to the limit still count: parts completed within it are kept.
+                await upload.feed(chunk[: len(chunk) - over] if over > 0 else chunk)
+                if over > 0:
+                    raise PayloadTooLarge(
+                        f"the request body exceeds the limit of {self.max_request_bytes} "
+                        "bytes (DICOMWEB_MAX_REQUEST_BYTES)"
+                    )
+            return await upload.finish()
+        except (MalformedRequest, PayloadTooLarge) as exc:
+            return await upload.fail(exc)
+        finally:
+            await upload.abort()  # no-op unless the client went away or we were cancelled
+
+    async def recover(self, older_than: float) -> int:
+        """Clean up after uploads that died between claim and commit (a crash).
+
+        A claim older than ``older_than`` whose blob no committed row points at has its
+        blob deleted. Returns how many claims were cleared.
+        """
+        cleared = 0
+        for claim in await self.index.stale_claims(older_than):
+            ref = await self.index.find(claim.store, claim.sop_uid)
+            if ref is None or ref.blob_key != claim.blob_key:
+                await self.storage.delete(claim.blob_key)
+            await self.index.release(claim.store, claim.sop_uid, claim.owner)
+            cleared += 1
+        return cleared
+
+
+def _part_type_problem(headers: dict[str, str]) -> str | None:
+    """Why a part cannot be stored as a DICOM instance, judging by its Content-Type."""
+    content_type = headers.get("content-type")
+    if content_type is None:
+        return None  # the request's type parameter says application/dicom
+    try:
+        media = parse_media_type(content_type)
+    except MalformedRequest as exc:
+        return f"part Content-Type: {exc.message}"
+    if media.type != "application/dicom":
+        return (
+            f"part has Content-Type {media.type}; this service stores application/dicom "
+            "parts (Part 10 files)"
+        )
+    return None

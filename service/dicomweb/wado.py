@@ -1,0 +1,172 @@
+"""WADO-RS (PS3.18 §10.4): instances, series and studies as stored, and their metadata.
+
+Instances stream from storage as ``multipart/related; type="application/dicom"``
+(or a single ``application/dicom`` part for one instance), never loaded whole.
+Metadata comes from what ingest stored in the index, never from re-reading files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from litestar import Request, get
+from litestar.response import Response, Stream
+
+from service.core.wado import WadoService
+from service.dicom.dicomjson import BULK_PLACEHOLDER
+from service.dicomweb.common import base_url, services, uids
+from service.dicomweb.media import DICOM, DICOM_JSON, choose_instance_media, choose_json
+from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
+from service.dicomweb.responses import problems
+from service.index.base import InstanceRef
+
+__all__ = ["metadata_handlers", "retrieve_handlers"]
+
+_ERRORS = problems(400, 404, 406, 503)
+_STUDY = "/studies/{study:str}"
+_SERIES = _STUDY + "/series/{series:str}"
+_INSTANCE = _SERIES + "/instances/{instance:str}"
+
+
+async def _multipart_body(
+    wado: WadoService, refs: list[InstanceRef], boundary: str
+) -> AsyncIterator[bytes]:
+    for number, ref in enumerate(refs):
+        content_type = f"{DICOM}; transfer-syntax={ref.transfer_syntax}"
+        yield (b"\r\n" if number else b"") + part_header(boundary, content_type)
+        async for chunk in wado.content(ref):
+            yield chunk
+    yield closing_delimiter(boundary)
+
+
+async def _retrieve(
+    request: Request[Any, Any, Any], study: str, series: str | None, sop: str | None
+) -> Stream:
+    uids(study, series, sop)
+    wado = services(request).wado
+    refs = await wado.instances(study, series, sop)
+    choice = choose_instance_media(
+        request.headers.get("accept"),
+        {r.transfer_syntax for r in refs},
+        single_part_ok=sop is not None,
+    )
+    if not choice.multipart:
+        ref = refs[0]
+        return Stream(
+            wado.content(ref),
+            media_type=f"{DICOM}; transfer-syntax={ref.transfer_syntax}",
+            headers={"Content-Length": str(ref.size)},
+        )
+    boundary = make_boundary()
+    return Stream(
+        _multipart_body(wado, refs, boundary),
+        media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
+    )
+
+
+_RETRIEVE_DOC = (
+    'Accept: multipart/related; type="application/dicom" [; transfer-syntax=UID|*] '
+    "(instances as stored with transfer-syntax=*), or application/dicom for one "
+    "instance. 406 when the stored syntax is not acceptable (no transcoding yet)."
+)
+
+
+@get(
+    _STUDY,
+    summary="Retrieve a study",
+    description=_RETRIEVE_DOC,
+    tags=["WADO-RS"],
+    responses=_ERRORS,
+)
+async def retrieve_study(request: Request[Any, Any, Any], study: str) -> Stream:
+    return await _retrieve(request, study, None, None)
+
+
+@get(
+    _SERIES,
+    summary="Retrieve a series",
+    description=_RETRIEVE_DOC,
+    tags=["WADO-RS"],
+    responses=_ERRORS,
+)
+async def retrieve_series(request: Request[Any, Any, Any], study: str, series: str) -> Stream:
+    return await _retrieve(request, study, series, None)
+
+
+@get(
+    _INSTANCE,
+    summary="Retrieve an instance",
+    description=_RETRIEVE_DOC,
+    tags=["WADO-RS"],
+    responses=_ERRORS,
+)
+async def retrieve_instance(
+    request: Request[Any, Any, Any], study: str, series: str, instance: str
+) -> Stream:
+    return await _retrieve(request, study, series, instance)
+
+
+async def _metadata(
+    request: Request[Any, Any, Any], study: str, series: str | None, sop: str | None
+) -> Response[bytes]:
+    uids(study, series, sop)
+    choose_json(request.headers.get("accept"))
+    root = base_url(request)
+    found = await services(request).wado.metadata(study, series, sop)
+    placeholder = BULK_PLACEHOLDER.encode()
+    docs = [
+        doc.replace(
+            placeholder,
+            f"{root}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}".encode(),
+        )
+        for ref, doc in found
+    ]
+    return Response(b"[" + b",".join(docs) + b"]", media_type=DICOM_JSON)
+
+
+_METADATA_DOC = (
+    "The instances' DICOM JSON (PS3.18 Annex F), bulk data replaced by BulkDataURI. "
+    "Accept: application/dicom+json."
+)
+
+
+@get(
+    _STUDY + "/metadata",
+    summary="Study metadata",
+    description=_METADATA_DOC,
+    tags=["WADO-RS"],
+    responses=_ERRORS,
+)
+async def study_metadata(request: Request[Any, Any, Any], study: str) -> Response[bytes]:
+    return await _metadata(request, study, None, None)
+
+
+@get(
+    _SERIES + "/metadata",
+    summary="Series metadata",
+    description=_METADATA_DOC,
+    tags=["WADO-RS"],
+    responses=_ERRORS,
+)
+async def series_metadata(
+    request: Request[Any, Any, Any], study: str, series: str
+) -> Response[bytes]:
+    return await _metadata(request, study, series, None)
+
+
+@get(
+    _INSTANCE + "/metadata",
+    summary="Instance metadata",
+    description=_METADATA_DOC,
+    tags=["WADO-RS"],
+    responses=_ERRORS,
+)
+async def instance_metadata(
+    request: Request[Any, Any, Any], study: str, series: str, instance: str
+) -> Response[bytes]:
+    return await _metadata(request, study, series, instance)
+
+
+retrieve_handlers = [retrieve_study, retrieve_series, retrieve_instance]
+metadata_handlers = [study_metadata, series_metadata, instance_metadata]
