@@ -357,3 +357,32 @@ def test_server_keeps_serving_after_bad_input(http: httpx.Client) -> None:
     data = make_instance()
     assert http.post("/studies", content=multipart(data), headers=stow_headers()).status_code == 200
     assert retrieve(http, uids_of(data)) == data
+
+
+def test_client_hanging_up_mid_upload_leaves_nothing(
+    fresh: tuple[ServerProcess, httpx.Client],
+) -> None:
+    import socket
+
+    server, client = fresh
+    data = make_instance(rows=512, cols=512)
+    body = multipart(data)
+    head = (
+        f"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: multipart/related; type=application/dicom; boundary=test-boundary-7f3a\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head + body[: len(body) // 2])
+    # the server notices, aborts the part, and goes on serving
+    import time
+
+    for _ in range(100):
+        state = snapshot(server)
+        if state["claims"] == 0 and state["temp"] == []:
+            break
+        time.sleep(0.05)
+    assert state == {"files": {}, "rows": [], "claims": 0, "temp": []}
+    r = client.post("/studies", content=body, headers=stow_headers())
+    assert r.status_code == 200
+    assert retrieve(client, uids_of(data)) == data

@@ -296,9 +296,10 @@ class _Part:
             layout=layout,
             stored_at=time.time(),
         )
-        writer, self.writer = self.writer, None
-        assert writer is not None
-        await writer.commit()
+        if self.writer is None:
+            raise RuntimeError("no blob was written for a new instance")
+        await self.writer.commit()
+        self.writer = None  # committed: a failure from here on deletes the blob instead
         try:
             await svc.index.commit(record, self.owner)
         except BaseException:
