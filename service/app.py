@@ -24,7 +24,7 @@ from service.config import Settings
 from service.context import open_services
 from service.dicomweb.health import health, ready
 from service.dicomweb.stow import stow
-from service.dicomweb.wado import metadata_handlers, retrieve_handlers
+from service.dicomweb.wado import metadata, retrieve
 from service.errors import ServiceError
 
 __all__ = ["create_app"]
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> Litestar:
 
     dicomweb = Router(
         path=settings.dicomweb_root or "/",
-        route_handlers=[stow, *retrieve_handlers, *metadata_handlers],
+        route_handlers=[stow, retrieve, metadata],
     )
     return Litestar(
         route_handlers=[health, ready, dicomweb],

@@ -21,7 +21,7 @@ from service.dicomweb.multipart import closing_delimiter, make_boundary, part_he
 from service.dicomweb.responses import problems
 from service.index.base import InstanceRef
 
-__all__ = ["metadata_handlers", "retrieve_handlers"]
+__all__ = ["metadata", "retrieve"]
 
 _ERRORS = problems(400, 404, 406, 503)
 _STUDY = "/studies/{study:str}"
@@ -73,36 +73,17 @@ _RETRIEVE_DOC = (
 
 
 @get(
-    _STUDY,
-    summary="Retrieve a study",
+    [_STUDY, _SERIES, _INSTANCE],
+    summary="Retrieve a study, series or instance",
     description=_RETRIEVE_DOC,
     tags=["WADO-RS"],
     responses=_ERRORS,
 )
-async def retrieve_study(request: Request[Any, Any, Any], study: str) -> Stream:
-    return await _retrieve(request, study, None, None)
-
-
-@get(
-    _SERIES,
-    summary="Retrieve a series",
-    description=_RETRIEVE_DOC,
-    tags=["WADO-RS"],
-    responses=_ERRORS,
-)
-async def retrieve_series(request: Request[Any, Any, Any], study: str, series: str) -> Stream:
-    return await _retrieve(request, study, series, None)
-
-
-@get(
-    _INSTANCE,
-    summary="Retrieve an instance",
-    description=_RETRIEVE_DOC,
-    tags=["WADO-RS"],
-    responses=_ERRORS,
-)
-async def retrieve_instance(
-    request: Request[Any, Any, Any], study: str, series: str, instance: str
+async def retrieve(
+    request: Request[Any, Any, Any],
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
 ) -> Stream:
     return await _retrieve(request, study, series, instance)
 
@@ -132,41 +113,16 @@ _METADATA_DOC = (
 
 
 @get(
-    _STUDY + "/metadata",
-    summary="Study metadata",
+    [_STUDY + "/metadata", _SERIES + "/metadata", _INSTANCE + "/metadata"],
+    summary="Metadata of a study, series or instance",
     description=_METADATA_DOC,
     tags=["WADO-RS"],
     responses=_ERRORS,
 )
-async def study_metadata(request: Request[Any, Any, Any], study: str) -> Response[bytes]:
-    return await _metadata(request, study, None, None)
-
-
-@get(
-    _SERIES + "/metadata",
-    summary="Series metadata",
-    description=_METADATA_DOC,
-    tags=["WADO-RS"],
-    responses=_ERRORS,
-)
-async def series_metadata(
-    request: Request[Any, Any, Any], study: str, series: str
-) -> Response[bytes]:
-    return await _metadata(request, study, series, None)
-
-
-@get(
-    _INSTANCE + "/metadata",
-    summary="Instance metadata",
-    description=_METADATA_DOC,
-    tags=["WADO-RS"],
-    responses=_ERRORS,
-)
-async def instance_metadata(
-    request: Request[Any, Any, Any], study: str, series: str, instance: str
+async def metadata(
+    request: Request[Any, Any, Any],
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
 ) -> Response[bytes]:
     return await _metadata(request, study, series, instance)
-
-
-retrieve_handlers = [retrieve_study, retrieve_series, retrieve_instance]
-metadata_handlers = [study_metadata, series_metadata, instance_metadata]
