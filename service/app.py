@@ -23,6 +23,7 @@ from service import __version__
 from service.config import Settings
 from service.context import open_services
 from service.dicomweb.health import health, ready
+from service.dicomweb.qido import search_instances, search_series, search_studies
 from service.dicomweb.stow import stow
 from service.dicomweb.wado import metadata, retrieve
 from service.errors import ServiceError
@@ -71,7 +72,14 @@ def create_app(settings: Settings) -> Litestar:
 
     dicomweb = Router(
         path=settings.dicomweb_root or "/",
-        route_handlers=[stow, retrieve, metadata],
+        route_handlers=[
+            stow,
+            retrieve,
+            metadata,
+            search_studies,
+            search_series,
+            search_instances,
+        ],
     )
     return Litestar(
         route_handlers=[health, ready, dicomweb],
@@ -85,7 +93,7 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=OpenAPIConfig(
             title="DICOMweb service",
             version=__version__,
-            description="DICOMweb (PS3.18): STOW-RS, WADO-RS; QIDO-RS to come.",
+            description="DICOMweb (PS3.18): STOW-RS, WADO-RS and QIDO-RS.",
             path="/openapi",
         ),
         debug=False,

@@ -76,6 +76,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
             "(keep the original, fail with 0xB00E) or 'replace'."
         ),
     ] = "reject"
+    qido_default_limit: Annotated[
+        int,
+        _doc("QIDO-RS results per page when the request gives no limit."),
+        msgspec.Meta(ge=1),
+    ] = 100
+    qido_max_limit: Annotated[
+        int,
+        _doc("Most QIDO-RS results one page may hold; larger limits are lowered to it."),
+        msgspec.Meta(ge=1),
+    ] = 1000
     log_level: Annotated[Literal["debug", "info", "warning", "error"], _doc("Logging level.")] = (
         "info"
     )

@@ -7,6 +7,7 @@ import time
 import msgspec
 
 from service.config import Settings
+from service.core.qido import QidoService
 from service.core.stow import StowService
 from service.core.wado import WadoService
 from service.index.base import Index
@@ -23,6 +24,7 @@ class Services(msgspec.Struct, kw_only=True):
     index: Index
     stow: StowService
     wado: WadoService
+    qido: QidoService
 
     async def close(self) -> None:
         await self.index.close()
@@ -62,4 +64,7 @@ async def open_services(settings: Settings) -> Services:
     if isinstance(index, SqliteIndex):
         await stow.recover(older_than=time.time())
     wado = WadoService(storage, index, store=settings.store)
-    return Services(settings=settings, storage=storage, index=index, stow=stow, wado=wado)
+    qido = QidoService(index, store=settings.store)
+    return Services(
+        settings=settings, storage=storage, index=index, stow=stow, wado=wado, qido=qido
+    )

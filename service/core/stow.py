@@ -31,6 +31,7 @@ import msgspec
 from pydicom import Dataset
 
 from service.core.keys import instance_key
+from service.core.levels import level_documents
 from service.core.spool import HeaderSpool
 from service.dicom import reasons
 from service.dicom.dicomjson import index_attributes, instance_json
@@ -280,7 +281,7 @@ class _Part:
                 f"SOP Instance {ident.sop} is already stored with different "
                 "content; the stored instance is kept (DICOMWEB_DUPLICATES=reject)",
             )
-        metadata, attributes, layout = await anyio.to_thread.run_sync(_describe, ds, scan)
+        described = await anyio.to_thread.run_sync(_describe, ds, scan)
         record = InstanceRecord(
             store=svc.store,
             study_uid=ident.study,
@@ -291,9 +292,11 @@ class _Part:
             blob_key=self.key,
             size=scan.size,
             sha256=digest,
-            attributes=attributes,
-            metadata=metadata,
-            layout=layout,
+            attributes=described.attributes,
+            metadata=described.metadata,
+            layout=described.layout,
+            study_document=described.study_document,
+            series_document=described.series_document,
             stored_at=time.time(),
         )
         if self.writer is None:
@@ -346,12 +349,22 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return str(value).strip() if value not in (None, "") else None
 
 
-def _describe(ds: Dataset, scan: ScanResult) -> tuple[bytes, dict[str, str], bytes]:
+class _Description(NamedTuple):
+    metadata: bytes
+    attributes: dict[str, str]
+    layout: bytes
+    study_document: bytes
+    series_document: bytes
+
+
+def _describe(ds: Dataset, scan: ScanResult) -> _Description:
     """What ingest computes for search and retrieval (blocking: runs in a thread)."""
     attributes = index_attributes(ds)
     attributes["TransferSyntaxUID"] = scan.transfer_syntax
     layout = msgspec.json.encode(scan.pixel_data) if scan.pixel_data is not None else b""
-    return instance_json(ds, scan.pixel_data), attributes, layout
+    metadata = instance_json(ds, scan.pixel_data)
+    study_document, series_document = level_documents(metadata)
+    return _Description(metadata, attributes, layout, study_document, series_document)
 
 
 class _Upload:

@@ -79,6 +79,7 @@ INDEX_KEYWORDS: Final = (
     "SeriesDate",
     "SeriesTime",
     "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
     "InstanceNumber",
     "NumberOfFrames",
     "Rows",

@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 
 import msgspec
 
+from service.core.search import Query, SearchPage
+
 __all__ = ["Claim", "Index", "InstanceRecord", "InstanceRef"]
 
 
@@ -43,6 +45,9 @@ class InstanceRecord(InstanceRef, frozen=True, kw_only=True):
     attributes: dict[str, str]
     #: The instance's DICOM JSON object (UTF-8), BulkDataURIs relative to a placeholder.
     metadata: bytes
+    #: Study- and series-level attributes (DICOM JSON objects), for QIDO-RS answers.
+    study_document: bytes = b"{}"
+    series_document: bytes = b"{}"
     #: Where pixel data and frames sit in the blob (JSON), for frame retrieval.
     layout: bytes = b""
     stored_at: float = 0.0
@@ -95,6 +100,12 @@ class Index(ABC):
         sop_uid: str | None = None,
     ) -> list[tuple[InstanceRef, bytes]]:
         """Like :meth:`instances`, with each instance's DICOM JSON document."""
+
+    @abstractmethod
+    async def search(self, store: str, query: Query) -> SearchPage:
+        """One page of committed studies, series or instances matching ``query``, in a
+        stable order (by UID: study, then series number and UID, then instance number
+        and UID), with each hit's level documents and counts."""
 
     @abstractmethod
     async def stale_claims(self, older_than: float) -> list[Claim]:

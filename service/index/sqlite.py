@@ -18,44 +18,15 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from service.core.search import Query, SearchPage
 from service.errors import BackendUnavailable
 from service.index.base import Claim, Index, InstanceRecord, InstanceRef
+from service.index.sqlite_schema import SCHEMA, SCHEMA_VERSION
+from service.index.sqlite_search import run_search, upsert_levels
 
 __all__ = ["SqliteIndex"]
 
 T = TypeVar("T")
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    store           TEXT NOT NULL,
-    sop_uid         TEXT NOT NULL,
-    study_uid       TEXT NOT NULL,
-    series_uid      TEXT NOT NULL,
-    sop_class_uid   TEXT NOT NULL,
-    transfer_syntax TEXT NOT NULL,
-    instance_number INTEGER,
-    blob_key        TEXT NOT NULL,
-    size            INTEGER NOT NULL,
-    sha256          TEXT NOT NULL,
-    attributes      TEXT NOT NULL,
-    metadata        BLOB NOT NULL,
-    layout          BLOB NOT NULL,
-    stored_at       REAL NOT NULL,
-    PRIMARY KEY (store, sop_uid)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS instances_by_study
-    ON instances (store, study_uid, series_uid, instance_number, sop_uid);
-CREATE TABLE IF NOT EXISTS claims (
-    store      TEXT NOT NULL,
-    sop_uid    TEXT NOT NULL,
-    blob_key   TEXT NOT NULL,
-    owner      TEXT NOT NULL,
-    claimed_at REAL NOT NULL,
-    PRIMARY KEY (store, sop_uid)
-);
-"""
 
 _REF_COLUMNS = (
     "store, study_uid, series_uid, sop_uid, sop_class_uid, transfer_syntax, blob_key, size, sha256"
@@ -137,11 +108,13 @@ class SqliteIndex(Index):
 
     async def open(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
-            conn.executescript(_SCHEMA)
+            conn.executescript(SCHEMA)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
+                # Before the first release there is no migration: re-ingest into a new index.
                 raise BackendUnavailable(
-                    f"index {self.path} has schema version {version}, expected {SCHEMA_VERSION}"
+                    f"index {self.path} has schema version {version}, this service needs "
+                    f"{SCHEMA_VERSION}; move it aside and store the instances again"
                 )
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -185,9 +158,14 @@ class SqliteIndex(Index):
         )
 
         def upsert(conn: sqlite3.Connection) -> None:
+            previous = conn.execute(
+                "SELECT study_uid, series_uid FROM instances WHERE store = ? AND sop_uid = ?",
+                (record.store, record.sop_uid),
+            ).fetchone()
             conn.execute(
                 "INSERT OR REPLACE INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row
             )
+            upsert_levels(conn, record, previous)
             conn.execute(
                 "DELETE FROM claims WHERE store = ? AND sop_uid = ? AND owner = ?",
                 (record.store, record.sop_uid, owner),
@@ -253,6 +231,9 @@ class SqliteIndex(Index):
             return [(_ref(r), bytes(r[9])) for r in rows]
 
         return await self._run(select)
+
+    async def search(self, store: str, query: Query) -> SearchPage:
+        return await self._run(lambda conn: run_search(conn, store, query))
 
     async def stale_claims(self, older_than: float) -> list[Claim]:
         def select(conn: sqlite3.Connection) -> list[Claim]:

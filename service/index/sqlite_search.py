@@ -1,0 +1,289 @@
+"""QIDO-RS on SQLite: keeping the study and series rows current, and answering a
+:class:`~service.core.search.Query` with one SQL statement per page."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from service.core.search import Level, Match, Query, SearchHit, SearchPage
+from service.index.base import InstanceRecord
+from service.index.sqlite_schema import (
+    INSTANCE_COLUMNS,
+    NAME_ATTRIBUTES,
+    NUMBER_KEYWORDS,
+    SERIES_COLUMNS,
+    STUDY_COLUMNS,
+    TIME_KEYWORDS,
+    name_rows,
+    number,
+    time_key,
+)
+
+__all__ = ["run_search", "upsert_levels"]
+
+# -- writing -------------------------------------------------------------------------
+
+
+def _column_values(columns: dict[str, str], attributes: dict[str, str]) -> list[Any]:
+    values: list[Any] = []
+    for keyword in columns:
+        raw = attributes.get(keyword)
+        if keyword in TIME_KEYWORDS:
+            values.append(time_key(raw))
+        elif keyword in NUMBER_KEYWORDS:
+            values.append(number(raw))
+        else:
+            values.append(raw.strip() if raw else None)
+    return values
+
+
+def _upsert(
+    conn: sqlite3.Connection, table: str, keys: dict[str, str], row: dict[str, Any]
+) -> None:
+    names = [*keys, *row]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in row)
+    conn.execute(
+        f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}",
+        [*keys.values(), *row.values()],
+    )
+
+
+def _refresh_study(conn: sqlite3.Connection, store: str, study: str) -> None:
+    modalities = sorted(
+        m
+        for (m,) in conn.execute(
+            "SELECT DISTINCT modality FROM series WHERE store = ? AND study_uid = ?",
+            (store, study),
+        )
+        if m
+    )
+    conn.execute(
+        "UPDATE studies SET modalities = ?, series_count ="
+        " (SELECT count(*) FROM series WHERE store = ? AND study_uid = ?)"
+        " WHERE store = ? AND study_uid = ?",
+        ("\\".join(modalities), store, study, store, study),
+    )
+
+
+def _forget(conn: sqlite3.Connection, store: str, study: str, series: str) -> None:
+    """An instance left (study, series): lower the counts, drop what became empty."""
+    conn.execute(
+        "UPDATE series SET instance_count = instance_count - 1"
+        " WHERE store = ? AND study_uid = ? AND series_uid = ?",
+        (store, study, series),
+    )
+    conn.execute(
+        "DELETE FROM series WHERE store = ? AND study_uid = ? AND series_uid = ?"
+        " AND instance_count <= 0",
+        (store, study, series),
+    )
+    conn.execute(
+        "UPDATE studies SET instance_count = instance_count - 1 WHERE store = ? AND study_uid = ?",
+        (store, study),
+    )
+    gone = conn.execute(
+        "DELETE FROM studies WHERE store = ? AND study_uid = ? AND instance_count <= 0",
+        (store, study),
+    ).rowcount
+    if gone:
+        conn.execute("DELETE FROM names WHERE store = ? AND study_uid = ?", (store, study))
+    else:
+        _refresh_study(conn, store, study)
+
+
+def upsert_levels(
+    conn: sqlite3.Connection, record: InstanceRecord, previous: tuple[str, str] | None
+) -> None:
+    """Bring the study, series and name rows up to date with a just-written instance
+    (``previous``: the (study, series) the instance was in before, if it existed)."""
+    store, study, series = record.store, record.study_uid, record.series_uid
+    attributes = record.attributes
+    study_row = dict(
+        zip(
+            list(STUDY_COLUMNS.values())[1:],
+            _column_values(STUDY_COLUMNS, attributes)[1:],
+            strict=True,
+        )
+    )
+    study_row["document"] = record.study_document
+    _upsert(conn, "studies", {"store": store, "study_uid": study}, study_row)
+    series_row = dict(
+        zip(
+            list(SERIES_COLUMNS.values())[1:],
+            _column_values(SERIES_COLUMNS, attributes)[1:],
+            strict=True,
+        )
+    )
+    series_row["document"] = record.series_document
+    _upsert(conn, "series", {"store": store, "study_uid": study, "series_uid": series}, series_row)
+    moved = previous is not None and tuple(previous) != (study, series)
+    if previous is None or moved:
+        conn.execute(
+            "UPDATE series SET instance_count = instance_count + 1"
+            " WHERE store = ? AND study_uid = ? AND series_uid = ?",
+            (store, study, series),
+        )
+        conn.execute(
+            "UPDATE studies SET instance_count = instance_count + 1"
+            " WHERE store = ? AND study_uid = ?",
+            (store, study),
+        )
+    if moved and previous is not None:
+        _forget(conn, store, previous[0], previous[1])
+    _refresh_study(conn, store, study)
+    conn.execute("DELETE FROM names WHERE store = ? AND study_uid = ?", (store, study))
+    conn.executemany(
+        "INSERT INTO names VALUES (?, ?, ?, ?, ?)",
+        [
+            (store, study, keyword, kind, value)
+            for keyword in NAME_ATTRIBUTES
+            for kind, value in name_rows(attributes.get(keyword, ""))
+        ],
+    )
+
+
+# -- searching -----------------------------------------------------------------------
+
+
+def _glob(pattern: str) -> str:
+    """A DICOM wildcard pattern (``*``, ``?``) as a GLOB pattern."""
+    return pattern.replace("[", "[[]")
+
+
+def _prefix(pattern: str) -> str:
+    """The literal part of a pattern before its first wildcard."""
+    cut = min((i for i in (pattern.find("*"), pattern.find("?")) if i >= 0), default=len(pattern))
+    return pattern[:cut]
+
+
+def _compare(column: str, match: Match, params: list[Any]) -> str:
+    kind, values = match.kind, match.values
+    if kind in ("equal", "number"):
+        params.append(int(values[0]) if kind == "number" else values[0])
+        return f"{column} = ?"
+    if kind == "any":
+        params.extend(values)
+        return f"{column} IN ({', '.join('?' * len(values))})"
+    if kind == "wildcard":
+        clauses = []
+        prefix = _prefix(values[0])
+        if prefix:  # a range the index can seek, before GLOB checks each candidate
+            clauses.append(f"{column} >= ? AND {column} < ?")
+            params.extend([prefix, prefix + "\U0010ffff"])
+        clauses.append(f"{column} GLOB ?")
+        params.append(_glob(values[0]))
+        return " AND ".join(clauses)
+    if kind == "range":
+        low, high = values
+        clauses = []
+        if low:
+            clauses.append(f"{column} >= ?")
+            params.append(low)
+        if high:
+            clauses.append(f"{column} <= ?")
+            params.append(high)
+        return " AND ".join(clauses)
+    raise ValueError(f"unsupported match kind {kind!r} for {match.keyword}")
+
+
+def _name_condition(study: str, store: str, match: Match, params: list[Any]) -> str:
+    if match.kind == "words":
+        clauses = []
+        for word in match.values:
+            word_match = Match(match.keyword, "wildcard", (word + "*",))
+            params.extend([store, match.keyword])
+            condition = _compare("value", word_match, params)
+            clauses.append(
+                f"{study} IN (SELECT study_uid FROM names WHERE store = ? AND attribute = ?"
+                f" AND kind = 'w' AND {condition})"
+            )
+        return " AND ".join(clauses)
+    params.extend([store, match.keyword])
+    condition = _compare("value", match, params)
+    return (
+        f"{study} IN (SELECT study_uid FROM names WHERE store = ? AND attribute = ?"
+        f" AND kind = 'g' AND {condition})"
+    )
+
+
+_LEVEL_SQL = {
+    Level.STUDY: (
+        "FROM studies s",
+        "s",
+        "ORDER BY s.study_uid",
+    ),
+    Level.SERIES: (
+        "FROM series se JOIN studies s ON s.store = se.store AND s.study_uid = se.study_uid",
+        "se",
+        "ORDER BY se.study_uid, se.series_number IS NULL, se.series_number, se.series_uid",
+    ),
+    Level.INSTANCE: (
+        "FROM instances i"
+        " JOIN series se ON se.store = i.store AND se.study_uid = i.study_uid"
+        " AND se.series_uid = i.series_uid"
+        " JOIN studies s ON s.store = i.store AND s.study_uid = i.study_uid",
+        "i",
+        "ORDER BY i.study_uid, i.series_uid, i.instance_number IS NULL, i.instance_number,"
+        " i.sop_uid",
+    ),
+}
+
+
+def _statement(store: str, query: Query) -> tuple[str, list[Any]]:
+    source, driver, order = _LEVEL_SQL[query.level]
+    where = [f"{driver}.store = ?"]
+    params: list[Any] = [store]
+    if query.study_uid is not None:
+        where.append(f"{driver}.study_uid = ?")
+        params.append(query.study_uid)
+    if query.series_uid is not None:
+        where.append(f"{driver}.series_uid = ?")
+        params.append(query.series_uid)
+    for match in query.matches:
+        keyword = match.keyword
+        if keyword in NAME_ATTRIBUTES:
+            where.append(_name_condition("s.study_uid", store, match, params))
+        elif keyword == "ModalitiesInStudy":
+            params.append(store)
+            condition = _compare("modality", match, params)
+            where.append(
+                f"s.study_uid IN (SELECT study_uid FROM series WHERE store = ? AND {condition})"
+            )
+        elif keyword in STUDY_COLUMNS:
+            where.append(_compare(f"s.{STUDY_COLUMNS[keyword]}", match, params))
+        elif keyword in SERIES_COLUMNS:
+            where.append(_compare(f"se.{SERIES_COLUMNS[keyword]}", match, params))
+        elif keyword in INSTANCE_COLUMNS:
+            where.append(_compare(f"i.{INSTANCE_COLUMNS[keyword]}", match, params))
+        else:
+            raise ValueError(f"no column for {keyword}")
+    columns = "s.study_uid, s.document, s.series_count, s.instance_count, s.modalities"
+    if query.level >= Level.SERIES:
+        columns += ", se.series_uid, se.document, se.instance_count"
+    if query.level == Level.INSTANCE:
+        columns += ", i.sop_uid, i.metadata"
+    sql = f"SELECT {columns} {source} WHERE {' AND '.join(where)} {order} LIMIT ? OFFSET ?"
+    params.extend([query.limit + 1, query.offset])
+    return sql, params
+
+
+def run_search(conn: sqlite3.Connection, store: str, query: Query) -> SearchPage:
+    sql, params = _statement(store, query)
+    rows = conn.execute(sql, params).fetchall()
+    hits = []
+    for row in rows[: query.limit]:
+        hit: dict[str, Any] = {
+            "study_uid": row[0],
+            "study": bytes(row[1]),
+            "study_series": row[2],
+            "study_instances": row[3],
+            "modalities": tuple(m for m in row[4].split("\\") if m),
+        }
+        if query.level >= Level.SERIES:
+            hit.update(series_uid=row[5], series=bytes(row[6]), series_instances=row[7])
+        if query.level == Level.INSTANCE:
+            hit.update(sop_uid=row[8], instance=bytes(row[9]))
+        hits.append(SearchHit(**hit))
+    return SearchPage(hits=hits, more=len(rows) > query.limit)
