@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import msgspec
+
 from service.core.search import Level, Match, Query, SearchHit, SearchPage
 from service.index.base import InstanceRecord
 from service.index.sqlite_schema import (
@@ -38,11 +40,34 @@ def _column_values(columns: dict[str, str], attributes: dict[str, str]) -> list[
     return values
 
 
+_documents = msgspec.json.Decoder(dict[str, Any])
+_encode = msgspec.json.Encoder().encode
+
+
+def _merged(conn: sqlite3.Connection, table: str, keys: dict[str, str], document: bytes) -> bytes:
+    """The stored document of a study or series updated with an instance's document:
+    an instance that lacks an attribute does not erase what another one gave."""
+    where = " AND ".join(f"{k} = ?" for k in keys)
+    row = conn.execute(
+        f"SELECT document FROM {table} WHERE {where}", list(keys.values())
+    ).fetchone()
+    if row is None:
+        return document
+    merged = _documents.decode(row[0])
+    merged.update(_documents.decode(document))
+    return _encode({tag: merged[tag] for tag in sorted(merged)})
+
+
 def _upsert(
     conn: sqlite3.Connection, table: str, keys: dict[str, str], row: dict[str, Any]
 ) -> None:
+    row["document"] = _merged(conn, table, keys, row["document"])
     names = [*keys, *row]
-    updates = ", ".join(f"{c} = excluded.{c}" for c in row)
+    # As for the document: a missing value keeps the one already known.
+    updates = ", ".join(
+        f"{c} = excluded.{c}" if c == "document" else f"{c} = coalesce(excluded.{c}, {c})"
+        for c in row
+    )
     conn.execute(
         f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
         f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}",
@@ -133,15 +158,18 @@ def upsert_levels(
     if moved and previous is not None:
         _forget(conn, store, previous[0], previous[1])
     _refresh_study(conn, store, study)
-    conn.execute("DELETE FROM names WHERE store = ? AND study_uid = ?", (store, study))
-    conn.executemany(
-        "INSERT INTO names VALUES (?, ?, ?, ?, ?)",
-        [
-            (store, study, keyword, kind, value)
-            for keyword in NAME_ATTRIBUTES
-            for kind, value in name_rows(attributes.get(keyword, ""))
-        ],
-    )
+    for keyword in NAME_ATTRIBUTES:
+        value = attributes.get(keyword)
+        if not value:
+            continue  # an instance without the name keeps the one already known
+        conn.execute(
+            "DELETE FROM names WHERE store = ? AND study_uid = ? AND attribute = ?",
+            (store, study, keyword),
+        )
+        conn.executemany(
+            "INSERT INTO names VALUES (?, ?, ?, ?, ?)",
+            [(store, study, keyword, kind, text) for kind, text in name_rows(value)],
+        )
 
 
 # -- searching -----------------------------------------------------------------------
