@@ -236,7 +236,8 @@ def _defaults(level: Level) -> set[str]:
     return {a.tag for a in ATTRIBUTES if a.level == level and a.default} | {"00080005"}
 
 
-_decoder = msgspec.json.Decoder(dict[str, Any])
+# Element values are passed through as raw JSON, never parsed: only the tags are read.
+_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _encoder = msgspec.json.Encoder()
 
 
@@ -264,41 +265,58 @@ class QidoService:
     async def search(self, search: Search, root: str) -> tuple[list[bytes], bool]:
         """DICOM JSON objects of one page of results, and whether more exist."""
         page = await self.index.search(self.store, search.query)
-        wanted = self.wanted(search)
-        return [self._shape(hit, search, wanted, root) for hit in page.hits], page.more
+        shape = _Shaper(search, self.wanted(search), root)
+        return [shape(hit) for hit in page.hits], page.more
 
-    def _shape(self, hit: SearchHit, search: Search, wanted: set[str], root: str) -> bytes:
-        level = search.query.level
+
+_ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
+
+
+class _Shaper:
+    """Turns the hits of one search into DICOM JSON objects; what to take from where is
+    worked out once per search, not once per hit."""
+
+    def __init__(self, search: Search, wanted: set[str], root: str) -> None:
+        self.level = search.query.level
+        self.include_all = search.include_all
+        self.plain = sorted(wanted - _COMPUTED)
+        computed = wanted & _COMPUTED
+        if search.include_all:
+            computed |= _defaults(self.level) & _COMPUTED
+        self.computed = computed
+        self.root = root
+
+    def __call__(self, hit: SearchHit) -> bytes:
         docs = [
             _decoder.decode(doc) for doc in (hit.instance, hit.series, hit.study) if doc is not None
         ]
-        tags = set(wanted)
-        if search.include_all:
-            tags.update(docs[0])
+        tags: Iterable[str] = self.plain
+        if self.include_all:
+            tags = set(self.plain) | (docs[0].keys() - _COMPUTED)
         out: dict[str, Any] = {}
-        for tag in tags - _COMPUTED:
+        for tag in tags:
             for doc in docs:
                 element = doc.get(tag)
                 if element is not None:
-                    if "BulkDataURI" not in element:
+                    if b'"BulkDataURI"' not in bytes(element):
                         out[tag] = element
                     break
-        url = f"{root}/studies/{hit.study_uid}"
-        if level >= Level.SERIES:
-            url += f"/series/{hit.series_uid}"
-        if level == Level.INSTANCE:
-            url += f"/instances/{hit.sop_uid}"
-        computed = {
-            "00080056": {"vr": "CS", "Value": ["ONLINE"]},
-            "00081190": {"vr": "UR", "Value": [url]},
-            "00080061": {"vr": "CS", "Value": list(hit.modalities)},
-            "00201206": {"vr": "IS", "Value": [hit.study_series]},
-            "00201208": {"vr": "IS", "Value": [hit.study_instances]},
-            "00201209": {"vr": "IS", "Value": [hit.series_instances]},
-        }
-        for tag, element in computed.items():
-            if tag in tags or (search.include_all and tag in _defaults(level)):
-                out[tag] = element
-        if not hit.modalities:
-            out.pop("00080061", None)
+        computed = self.computed
+        if "00080056" in computed:
+            out["00080056"] = _ONLINE
+        if "00081190" in computed:
+            url = f"{self.root}/studies/{hit.study_uid}"
+            if self.level >= Level.SERIES:
+                url += f"/series/{hit.series_uid}"
+            if self.level == Level.INSTANCE:
+                url += f"/instances/{hit.sop_uid}"
+            out["00081190"] = {"vr": "UR", "Value": [url]}
+        if "00080061" in computed and hit.modalities:
+            out["00080061"] = {"vr": "CS", "Value": list(hit.modalities)}
+        if "00201206" in computed:
+            out["00201206"] = {"vr": "IS", "Value": [hit.study_series]}
+        if "00201208" in computed:
+            out["00201208"] = {"vr": "IS", "Value": [hit.study_instances]}
+        if "00201209" in computed:
+            out["00201209"] = {"vr": "IS", "Value": [hit.series_instances]}
         return _encoder.encode({tag: out[tag] for tag in sorted(out)})

@@ -21,7 +21,7 @@ import anyio.to_thread
 from service.core.search import Query, SearchPage
 from service.errors import BackendUnavailable
 from service.index.base import Claim, Index, InstanceRecord, InstanceRef
-from service.index.sqlite_schema import SCHEMA, SCHEMA_VERSION
+from service.index.sqlite_schema import PLANNER_STATISTICS, SCHEMA, SCHEMA_VERSION
 from service.index.sqlite_search import run_search, upsert_levels
 
 __all__ = ["SqliteIndex"]
@@ -53,6 +53,13 @@ def _ref(row: tuple[Any, ...]) -> InstanceRef:
         size=row[7],
         sha256=row[8],
     )
+
+
+def _seed_statistics(conn: sqlite3.Connection) -> None:
+    conn.execute("ANALYZE")  # creates sqlite_stat1
+    conn.execute("DELETE FROM sqlite_stat1")
+    conn.executemany("INSERT INTO sqlite_stat1 VALUES (?, ?, ?)", PLANNER_STATISTICS)
+    conn.execute("ANALYZE sqlite_schema")  # load them into the planner
 
 
 class SqliteIndex(Index):
@@ -117,6 +124,8 @@ class SqliteIndex(Index):
                     f"{SCHEMA_VERSION}; move it aside and store the instances again"
                 )
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version == 0:
+                _seed_statistics(conn)
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._run(create)
