@@ -27,17 +27,22 @@ __all__ = ["run_search", "upsert_levels"]
 # -- writing -------------------------------------------------------------------------
 
 
-def _column_values(columns: dict[str, str], attributes: dict[str, str]) -> list[Any]:
-    values: list[Any] = []
-    for keyword in columns:
+def _level_row(
+    columns: dict[str, str], attributes: dict[str, str], document: bytes
+) -> dict[str, Any]:
+    """A study or series row's values (its UID, the key, comes first in ``columns`` and
+    is left out)."""
+    row: dict[str, Any] = {}
+    for keyword, column in list(columns.items())[1:]:
         raw = attributes.get(keyword)
         if keyword in TIME_KEYWORDS:
-            values.append(time_key(raw))
+            row[column] = time_key(raw)
         elif keyword in NUMBER_KEYWORDS:
-            values.append(number(raw))
+            row[column] = number(raw)
         else:
-            values.append(raw.strip() if raw else None)
-    return values
+            row[column] = raw.strip() if raw else None
+    row["document"] = document
+    return row
 
 
 _documents = msgspec.json.Decoder(dict[str, Any])
@@ -125,23 +130,9 @@ def upsert_levels(
     (``previous``: the (study, series) the instance was in before, if it existed)."""
     store, study, series = record.store, record.study_uid, record.series_uid
     attributes = record.attributes
-    study_row = dict(
-        zip(
-            list(STUDY_COLUMNS.values())[1:],
-            _column_values(STUDY_COLUMNS, attributes)[1:],
-            strict=True,
-        )
-    )
-    study_row["document"] = record.study_document
+    study_row = _level_row(STUDY_COLUMNS, attributes, record.study_document)
     _upsert(conn, "studies", {"store": store, "study_uid": study}, study_row)
-    series_row = dict(
-        zip(
-            list(SERIES_COLUMNS.values())[1:],
-            _column_values(SERIES_COLUMNS, attributes)[1:],
-            strict=True,
-        )
-    )
-    series_row["document"] = record.series_document
+    series_row = _level_row(SERIES_COLUMNS, attributes, record.series_document)
     _upsert(conn, "series", {"store": store, "study_uid": study, "series_uid": series}, series_row)
     moved = previous is not None and tuple(previous) != (study, series)
     if previous is None or moved:
