@@ -233,7 +233,12 @@ def parse_search(
 
 
 def _defaults(level: Level) -> set[str]:
-    return {a.tag for a in ATTRIBUTES if a.level == level and a.default} | {"00080005"}
+    # SpecificCharacterSet, InstanceAvailability and RetrieveURL belong to every level.
+    return {a.tag for a in ATTRIBUTES if a.level == level and a.default} | {
+        "00080005",
+        "00080056",
+        "00081190",
+    }
 
 
 # Element values are passed through as raw JSON, never parsed: only the tags are read.
