@@ -292,20 +292,28 @@ class _Shaper:
         self.root = root
 
     def __call__(self, hit: SearchHit) -> bytes:
-        docs = [
-            _decoder.decode(doc) for doc in (hit.instance, hit.series, hit.study) if doc is not None
-        ]
+        # Deepest level first: an attribute is taken from the instance, else its series,
+        # else its study. Only instance documents can hold bulk data, which QIDO-RS
+        # does not return (ingest leaves it out of the study and series documents).
+        docs = [_decoder.decode(doc) for doc in (hit.series, hit.study) if doc is not None]
+        instance = _decoder.decode(hit.instance) if hit.instance is not None else None
+        if instance is not None:
+            instance = {t: e for t, e in instance.items() if b'"BulkDataURI"' not in bytes(e)}
+            docs.insert(0, instance)
         tags: Iterable[str] = self.plain
         if self.include_all:
             tags = set(self.plain) | (docs[0].keys() - _COMPUTED)
         out: dict[str, Any] = {}
-        for tag in tags:
-            for doc in docs:
-                element = doc.get(tag)
-                if element is not None:
-                    if b'"BulkDataURI"' not in bytes(element):
+        if len(docs) == 1:
+            only = docs[0]
+            out = {tag: only[tag] for tag in tags if tag in only}
+        else:
+            for tag in tags:
+                for doc in docs:
+                    element = doc.get(tag)
+                    if element is not None:
                         out[tag] = element
-                    break
+                        break
         computed = self.computed
         if "00080056" in computed:
             out["00080056"] = _ONLINE
