@@ -23,17 +23,18 @@ from service.core.search import (
     Match,
     Query,
     SearchHit,
+    normalise_name,
+    time_bound,
 )
 from service.dicom.uid import is_valid_uid
 from service.errors import MalformedRequest
 from service.index.base import Index
 
-__all__ = ["QidoService", "Search", "normalise_name", "parse_search"]
+__all__ = ["QidoService", "Search", "parse_search"]
 
 _RESERVED = {"limit", "offset", "includefield", "fuzzymatching"}
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 _DA = re.compile(r"^\d{8}$")
-_TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
 _LIST_VRS = {"UI"}
 _MODALITY_LISTS = {"Modality", "ModalitiesInStudy"}
 _WILDCARD_VRS = {"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"}
@@ -49,11 +50,6 @@ class Search(msgspec.Struct, frozen=True, kw_only=True):
     include_all: bool
     #: Keywords given as matching keys that cannot be matched on here (ignored).
     ignored: tuple[str, ...]
-
-
-def normalise_name(value: str) -> str:
-    """PN value for matching: upper-case, no trailing empty components or padding."""
-    return value.strip().rstrip("^ ").upper()
 
 
 def _resolve(key: str, parameter: str) -> tuple[str, str]:
@@ -82,31 +78,19 @@ def _date(value: str, keyword: str) -> str:
 
 
 def _time(value: str, keyword: str, *, upper: bool) -> str:
-    m = _TM.match(value)
-    hours, minutes, seconds = (m.group(1), m.group(2), m.group(3)) if m else ("99", None, None)
-    if not m or int(hours) > 23 or int(minutes or 0) > 59 or int(seconds or 0) > 60:
+    bound = time_bound(value, upper=upper)
+    if bound is None or int(bound[:2]) > 23 or int(bound[2:4]) > 59 or int(bound[4:6]) > 60:
         raise MalformedRequest(
             f"{keyword}={value!r} is not a time (HH[MM[SS[.ffffff]]]) or time range"
         )
-    fraction = (m.group(4) or ".")[1:]
-    # An upper bound given to the minute covers that whole minute, and so on.
-    fill = "59" if upper else "00"
-    return f"{hours}{minutes or fill}{seconds or fill}.{fraction.ljust(6, '9' if upper else '0')}"
+    return bound
 
 
 def _range(value: str, keyword: str, vr: str) -> Match:
     low, sep, high = value.partition("-")
-    if vr == "DA":
-        if not sep:
-            return Match(keyword, "equal", (_date(value, keyword),))
-        if not low and not high:
-            raise MalformedRequest(f"{keyword}={value!r}: a range needs at least one end")
-        return Match(
-            keyword,
-            "range",
-            (_date(low, keyword) if low else "", _date(high, keyword) if high else ""),
-        )
     if not sep:
+        if vr == "DA":
+            return Match(keyword, "equal", (_date(value, keyword),))
         return Match(
             keyword,
             "range",
@@ -114,14 +98,14 @@ def _range(value: str, keyword: str, vr: str) -> Match:
         )
     if not low and not high:
         raise MalformedRequest(f"{keyword}={value!r}: a range needs at least one end")
-    return Match(
-        keyword,
-        "range",
-        (
+    if vr == "DA":
+        bounds = (_date(low, keyword) if low else "", _date(high, keyword) if high else "")
+    else:
+        bounds = (
             _time(low, keyword, upper=False) if low else "",
             _time(high, keyword, upper=True) if high else "",
-        ),
-    )
+        )
+    return Match(keyword, "range", bounds)
 
 
 def _string_values(value: str, keyword: str) -> list[str]:
@@ -232,13 +216,15 @@ def parse_search(
     )
 
 
-def _defaults(level: Level) -> set[str]:
+def _level_defaults(level: Level) -> frozenset[str]:
     # SpecificCharacterSet, InstanceAvailability and RetrieveURL belong to every level.
-    return {a.tag for a in ATTRIBUTES if a.level == level and a.default} | {
-        "00080005",
-        "00080056",
-        "00081190",
-    }
+    return frozenset(
+        {a.tag for a in ATTRIBUTES if a.level == level and a.default}
+        | {"00080005", "00080056", "00081190"}
+    )
+
+
+_DEFAULTS = {level: _level_defaults(level) for level in Level}
 
 
 # Element values are passed through as raw JSON, never parsed: only the tags are read.
@@ -256,15 +242,15 @@ class QidoService:
     def wanted(self, search: Search) -> set[str]:
         """Every tag a result of this search carries (when the data has it)."""
         query = search.query
-        tags = _defaults(query.level) | set(search.include)
+        tags = set(_DEFAULTS[query.level]) | search.include
         if query.level >= Level.SERIES:
             tags.add("0020000D")
             if query.study_uid is None:
-                tags |= _defaults(Level.STUDY)
+                tags |= _DEFAULTS[Level.STUDY]
         if query.level == Level.INSTANCE:
             tags.add("0020000E")
             if query.series_uid is None:
-                tags |= _defaults(Level.SERIES)
+                tags |= _DEFAULTS[Level.SERIES]
         return tags
 
     async def search(self, search: Search, root: str) -> tuple[list[bytes], bool]:
@@ -287,7 +273,7 @@ class _Shaper:
         self.plain = sorted(wanted - _COMPUTED)
         computed = wanted & _COMPUTED
         if search.include_all:
-            computed |= _defaults(self.level) & _COMPUTED
+            computed |= _DEFAULTS[self.level] & _COMPUTED
         self.computed = computed
         self.root = root
 

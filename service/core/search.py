@@ -7,6 +7,7 @@ sees validated, normalised values.
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import Literal, NamedTuple
 
@@ -22,6 +23,8 @@ __all__ = [
     "Query",
     "SearchHit",
     "SearchPage",
+    "normalise_name",
+    "time_bound",
 ]
 
 
@@ -84,6 +87,30 @@ ATTRIBUTES: tuple[Attribute, ...] = (
 
 BY_KEYWORD = {a.keyword: a for a in ATTRIBUTES}
 BY_TAG = {a.tag: a for a in ATTRIBUTES}
+
+
+def normalise_name(value: str) -> str:
+    """A PN component group as matched, on the query side and in the index alike:
+    upper-case, without padding or trailing empty components."""
+    return value.strip().rstrip("^ ").upper()
+
+
+_TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
+
+
+def time_bound(value: str, *, upper: bool = False) -> str | None:
+    """A TM value as ``HHMMSS.ffffff``, comparable as text; None if it is not TM syntax.
+
+    ``upper``: the last instant of the period the value names (``10`` is 10:00:00 to
+    10:59:59.999999), so that a range's upper bound covers what it names.
+    """
+    m = _TM.match(value)
+    if m is None:
+        return None
+    hours, minutes, seconds, fraction = m.groups()
+    fill = "59" if upper else "00"
+    digits = (fraction or ".")[1:].ljust(6, "9" if upper else "0")
+    return f"{hours}{minutes or fill}{seconds or fill}.{digits}"
 
 
 class Match(msgspec.Struct, frozen=True):

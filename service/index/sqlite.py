@@ -21,7 +21,7 @@ import anyio.to_thread
 from service.core.search import Query, SearchPage
 from service.errors import BackendUnavailable
 from service.index.base import Claim, Index, InstanceRecord, InstanceRef
-from service.index.sqlite_schema import PLANNER_STATISTICS, SCHEMA, SCHEMA_VERSION
+from service.index.sqlite_schema import PLANNER_STATISTICS, SCHEMA, SCHEMA_VERSION, number
 from service.index.sqlite_search import run_search, upsert_levels
 
 __all__ = ["SqliteIndex"]
@@ -32,13 +32,6 @@ _REF_COLUMNS = (
     "store, study_uid, series_uid, sop_uid, sop_class_uid, transfer_syntax, blob_key, size, sha256"
 )
 _ORDER = "ORDER BY series_uid, instance_number IS NULL, instance_number, sop_uid"
-
-
-def _instance_number(record: InstanceRecord) -> int | None:
-    try:
-        return int(record.attributes.get("InstanceNumber", ""))
-    except ValueError:
-        return None
 
 
 def _ref(row: tuple[Any, ...]) -> InstanceRef:
@@ -156,7 +149,7 @@ class SqliteIndex(Index):
             record.series_uid,
             record.sop_class_uid,
             record.transfer_syntax,
-            _instance_number(record),
+            number(record.attributes.get("InstanceNumber")),
             record.blob_key,
             record.size,
             record.sha256,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from service.core.search import normalise_name
+
 __all__ = [
     "NAME_ATTRIBUTES",
     "PLANNER_STATISTICS",
@@ -19,7 +21,7 @@ __all__ = [
     "SERIES_COLUMNS",
     "STUDY_COLUMNS",
     "name_rows",
-    "time_key",
+    "number",
 ]
 
 SCHEMA_VERSION = 2
@@ -155,17 +157,6 @@ NAME_ATTRIBUTES = ("PatientName", "ReferringPhysicianName")
 TIME_KEYWORDS = {"StudyTime", "SeriesTime", "PerformedProcedureStepStartTime"}
 NUMBER_KEYWORDS = {"SeriesNumber", "InstanceNumber"}
 
-_TM = re.compile(r"^(\d{2})(\d{2})?(\d{2})?(\.\d{1,6})?$")
-
-
-def time_key(value: str | None) -> str | None:
-    """A stored TM value as ``HHMMSS.ffffff``, comparable as text; None if not a time."""
-    m = _TM.match((value or "").strip())
-    if not m:
-        return None
-    hours, minutes, seconds, fraction = m.groups()
-    return f"{hours}{minutes or '00'}{seconds or '00'}.{(fraction or '.')[1:].ljust(6, '0')}"
-
 
 def number(value: str | None) -> int | None:
     try:
@@ -179,7 +170,7 @@ def name_rows(value: str) -> list[tuple[str, str]]:
     as a whole, and each word of each group."""
     rows: list[tuple[str, str]] = []
     for group in value.split("="):
-        normal = group.strip().rstrip("^ ").upper()
+        normal = normalise_name(group)
         if not normal:
             continue
         rows.append(("g", normal))

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from service.core.search import Level, Match, Query, SearchHit, SearchPage
+from service.core.search import Level, Match, Query, SearchHit, SearchPage, time_bound
 from service.index.base import InstanceRecord
 from service.index.sqlite_schema import (
     INSTANCE_COLUMNS,
@@ -19,7 +19,6 @@ from service.index.sqlite_schema import (
     TIME_KEYWORDS,
     name_rows,
     number,
-    time_key,
 )
 
 __all__ = ["run_search", "upsert_levels"]
@@ -36,7 +35,7 @@ def _level_row(
     for keyword, column in list(columns.items())[1:]:
         raw = attributes.get(keyword)
         if keyword in TIME_KEYWORDS:
-            row[column] = time_key(raw)
+            row[column] = time_bound(raw.strip()) if raw else None
         elif keyword in NUMBER_KEYWORDS:
             row[column] = number(raw)
         else:
