@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck check openapi sync clean bench-large
+.PHONY: run test lint typecheck check openapi sync clean bench-large system-deps
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -25,8 +25,12 @@ sync: .venv/.synced
 run: .venv/.synced
 	.venv/bin/python -m service serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+## Debian packages the tests use as peers (DCMTK, Chromium); installs what is missing.
+system-deps:
+	sh scripts/system-deps.sh
+
 ## Install what the tests need, then lint, type-check and run every test.
-test: .venv/.synced
+test: .venv/.synced system-deps
 	.venv/bin/ruff check service tests scripts
 	.venv/bin/ruff format --check service tests scripts
 	.venv/bin/mypy

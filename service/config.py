@@ -90,6 +90,29 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         "info"
     )
 
+    # AWS backends (issue: S3 storage, DynamoDB index). Credentials come from the usual
+    # AWS chain (environment, profile, instance role), never from DICOMWEB_* settings.
+    aws_region: Annotated[str, _doc("AWS region for S3 and DynamoDB.")] = "us-east-1"
+    s3_endpoint_url: Annotated[
+        str, _doc("S3 endpoint for S3-compatible stores or tests; empty: AWS's own.")
+    ] = ""
+    dynamodb_endpoint_url: Annotated[
+        str, _doc("DynamoDB endpoint for tests or local DynamoDB; empty: AWS's own.")
+    ] = ""
+    s3_part_size: Annotated[
+        int,
+        _doc("S3 multipart upload part size in bytes; smaller objects go in one PUT."),
+        msgspec.Meta(ge=5 * 1024**2, le=5 * 1024**3),
+    ] = 8 * 1024**2
+    s3_upload_concurrency: Annotated[
+        int, _doc("Parts of one S3 multipart upload sent at once."), msgspec.Meta(ge=1, le=64)
+    ] = 4
+    s3_sse: Annotated[
+        Literal["AES256", "aws:kms", "none"],
+        _doc("S3 server-side encryption: AES256 (SSE-S3), aws:kms (SSE-KMS) or none."),
+    ] = "AES256"
+    s3_kms_key_id: Annotated[str, _doc("KMS key id or ARN for s3_sse=aws:kms.")] = ""
+
     @property
     def storage_url(self) -> str:
         return self.storage or (Path(self.data_dir).resolve() / "blobs").as_uri()
