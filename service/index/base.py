@@ -102,6 +102,14 @@ class Index(ABC):
         """Like :meth:`instances`, with each instance's DICOM JSON document."""
 
     @abstractmethod
+    async def revision(
+        self, store: str, study_uid: str, series_uid: str | None = None
+    ) -> int | None:
+        """A number that grows each time an instance of the study (or of the series) is
+        stored, replaced or moved away; ``None`` when the study (series) has no instance.
+        Cached documents built from a study or series (metadata, ETags) are keyed by it."""
+
+    @abstractmethod
     async def search(self, store: str, query: Query) -> SearchPage:
         """One page of committed studies, series or instances matching ``query``, in a
         stable order (by UID: study, then series number and UID, then instance number

@@ -216,6 +216,22 @@ class SqliteIndex(Index):
 
         return await self._run(select)
 
+    async def revision(
+        self, store: str, study_uid: str, series_uid: str | None = None
+    ) -> int | None:
+        if series_uid is None:
+            sql = "SELECT revision FROM studies WHERE store = ? AND study_uid = ?"
+            params: tuple[str, ...] = (store, study_uid)
+        else:
+            sql = "SELECT revision FROM series WHERE store = ? AND study_uid = ? AND series_uid = ?"
+            params = (store, study_uid, series_uid)
+
+        def select(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(sql, params).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._run(select)
+
     async def metadata(
         self,
         store: str,

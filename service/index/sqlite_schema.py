@@ -24,7 +24,7 @@ __all__ = [
     "number",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS studies (
     modalities           TEXT NOT NULL DEFAULT '',
     series_count         INTEGER NOT NULL DEFAULT 0,
     instance_count       INTEGER NOT NULL DEFAULT 0,
+    revision             INTEGER NOT NULL DEFAULT 0,
     document             BLOB NOT NULL,
     PRIMARY KEY (store, study_uid)
 ) WITHOUT ROWID;
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS series (
     pps_start_date     TEXT,
     pps_start_time     TEXT,
     instance_count     INTEGER NOT NULL DEFAULT 0,
+    revision           INTEGER NOT NULL DEFAULT 0,
     document           BLOB NOT NULL,
     PRIMARY KEY (store, study_uid, series_uid)
 ) WITHOUT ROWID;

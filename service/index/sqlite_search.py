@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 import msgspec
@@ -96,6 +97,22 @@ def _refresh_study(conn: sqlite3.Connection, store: str, study: str) -> None:
     )
 
 
+def _bump(conn: sqlite3.Connection, store: str, study: str, series: str) -> None:
+    """Advance the study's and series' revisions. A revision is the commit time in
+    microseconds, forced to grow: a study emptied and stored again later never gets a
+    revision it had before, so documents cached under an old revision are never reused."""
+    now = time.time_ns() // 1000
+    conn.execute(
+        "UPDATE series SET revision = max(revision + 1, ?)"
+        " WHERE store = ? AND study_uid = ? AND series_uid = ?",
+        (now, store, study, series),
+    )
+    conn.execute(
+        "UPDATE studies SET revision = max(revision + 1, ?) WHERE store = ? AND study_uid = ?",
+        (now, store, study),
+    )
+
+
 def _forget(conn: sqlite3.Connection, store: str, study: str, series: str) -> None:
     """An instance left (study, series): lower the counts, drop what became empty."""
     conn.execute(
@@ -147,6 +164,8 @@ def upsert_levels(
         )
     if moved and previous is not None:
         _forget(conn, store, previous[0], previous[1])
+        _bump(conn, store, previous[0], previous[1])
+    _bump(conn, store, study, series)
     _refresh_study(conn, store, study)
     for keyword in NAME_ATTRIBUTES:
         value = attributes.get(keyword)

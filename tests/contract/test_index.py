@@ -110,3 +110,44 @@ async def test_stale_claims(index: Index) -> None:
 
 async def test_check_passes_when_usable(index: Index) -> None:
     await index.check()
+
+
+async def _store(index: Index, rec: InstanceRecord) -> None:
+    assert await index.claim(rec.store, rec.sop_uid, rec.blob_key, "w")
+    await index.commit(rec, "w")
+
+
+async def test_revision_is_none_for_unknown_study_and_series(index: Index) -> None:
+    assert await index.revision("default", "7.7") is None
+    await _store(index, record("7.7.1", study="7.7", series="7.7.9"))
+    assert await index.revision("default", "7.7", "7.7.8") is None
+    assert await index.revision("other", "7.7") is None
+
+
+async def test_revision_grows_with_each_store_in_its_study_and_series(index: Index) -> None:
+    await _store(index, record("8.1", study="8", series="8.5"))
+    await _store(index, record("8.2", study="8", series="8.6"))
+    study0 = await index.revision("default", "8")
+    series5 = await index.revision("default", "8", "8.5")
+    series6 = await index.revision("default", "8", "8.6")
+    assert study0 is not None and series5 is not None and series6 is not None
+    await _store(index, record("8.3", study="8", series="8.5"))
+    study1 = await index.revision("default", "8")
+    assert study1 is not None and study1 > study0
+    after5 = await index.revision("default", "8", "8.5")
+    assert after5 is not None and after5 > series5
+    assert await index.revision("default", "8", "8.6") == series6  # other series untouched
+    # Replacing an instance in place is a change too.
+    await _store(index, record("8.3", study="8", series="8.5", sha="ff", key="default/8.3.b"))
+    study2 = await index.revision("default", "8")
+    assert study2 is not None and study2 > study1
+
+
+async def test_revision_of_a_study_an_instance_moved_out_of(index: Index) -> None:
+    await _store(index, record("9.1", study="9", series="9.5"))
+    await _store(index, record("9.2", study="9", series="9.5"))
+    before = await index.revision("default", "9")
+    await _store(index, record("9.2", study="10", series="10.5", sha="ee", key="default/9.2.b"))
+    after = await index.revision("default", "9")
+    assert before is not None and after is not None and after > before
+    assert await index.revision("default", "10") is not None
