@@ -7,6 +7,8 @@ Litestar itself (unknown route, wrong method).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from litestar.openapi import OpenAPIConfig
 from service import __version__
 from service.config import Settings
 from service.context import open_services
+from service.dicomweb.cors import cors_config
 from service.dicomweb.health import health, ready
 from service.dicomweb.qido import search_instances, search_series, search_studies
 from service.dicomweb.stow import stow
@@ -65,9 +68,13 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await open_services(settings)
         app.state.services = services
+        warmer = asyncio.create_task(services.metadata.warm_forever(), name="metadata-warmer")
         try:
             yield
         finally:
+            warmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warmer
             await services.close()
 
     dicomweb = Router(
@@ -85,6 +92,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[health, ready, dicomweb],
         lifespan=[lifespan],
         state=State({}),
+        cors_config=cors_config(settings),
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_error,

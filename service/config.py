@@ -113,6 +113,51 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     ] = "AES256"
     s3_kms_key_id: Annotated[str, _doc("KMS key id or ARN for s3_sse=aws:kms.")] = ""
 
+    # Browser viewers and cached metadata (WADO-RS for viewers).
+    cors_origins: Annotated[
+        str,
+        _doc(
+            "Origins browsers may call the API from: a comma-separated list of origins "
+            "(https://viewer.example.org), '*' for any, 'none' for no CORS, or empty for "
+            "any origin on localhost / 127.0.0.1 / [::1] (a viewer in development)."
+        ),
+    ] = ""
+    cors_allow_credentials: Annotated[
+        bool, _doc("Let browsers send cookies / HTTP auth cross-origin (not with '*').")
+    ] = False
+    metadata_cache_bytes: Annotated[
+        int,
+        _doc(
+            "Memory for compressed study and series metadata documents (0: none; "
+            "they are still cached in storage)."
+        ),
+        msgspec.Meta(ge=0),
+    ] = 64 * 1024**2
+    metadata_warm_delay: Annotated[
+        float,
+        _doc(
+            "Seconds a study must go without new instances before its metadata documents "
+            "are rebuilt in the background (0: only on request)."
+        ),
+        msgspec.Meta(ge=0),
+    ] = 2.0
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError here into a ValidationError naming the problem.
+        origins = self.cors_origin_list
+        if "*" in origins and self.cors_allow_credentials:
+            raise ValueError("cors_allow_credentials cannot be used with cors_origins '*'")
+        if [o.lower() for o in origins] == ["none"]:
+            return
+        bad = [o for o in origins if o != "*" and ("://" not in o or o.count("/") > 2)]
+        if bad:
+            raise ValueError(f"cors_origins: {', '.join(bad)} is not an origin (scheme://host)")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The allowed origins; empty means the localhost default, ``["none"]`` none."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
     @property
     def storage_url(self) -> str:
         return self.storage or (Path(self.data_dir).resolve() / "blobs").as_uri()

@@ -7,6 +7,7 @@ import time
 import msgspec
 
 from service.config import Settings
+from service.core.metadata import MetadataDocuments
 from service.core.qido import QidoService
 from service.core.stow import StowService
 from service.core.wado import WadoService
@@ -25,6 +26,7 @@ class Services(msgspec.Struct, kw_only=True):
     stow: StowService
     wado: WadoService
     qido: QidoService
+    metadata: MetadataDocuments
 
     async def close(self) -> None:
         await self.index.close()
@@ -65,6 +67,19 @@ async def open_services(settings: Settings) -> Services:
         await stow.recover(older_than=time.time())
     wado = WadoService(storage, index, store=settings.store)
     qido = QidoService(index, store=settings.store)
+    metadata = MetadataDocuments(
+        storage,
+        index,
+        store=settings.store,
+        memory_bytes=settings.metadata_cache_bytes,
+        warm_delay=settings.metadata_warm_delay,
+    )
     return Services(
-        settings=settings, storage=storage, index=index, stow=stow, wado=wado, qido=qido
+        settings=settings,
+        storage=storage,
+        index=index,
+        stow=stow,
+        wado=wado,
+        qido=qido,
+        metadata=metadata,
     )

@@ -141,5 +141,8 @@ async def stow(request: Request[Any, Any, Any], study: str | None = None) -> Res
         warning = f'299 dicomweb "{result.error.message}"' + (", " + warning if warning else "")
     if warning:
         headers["Warning"] = warning
-    body = msgspec.json.encode(_response(result, base_url(request), study))
+    root = base_url(request)
+    for study_uid in {o.study_uid for o in result.outcomes if o.stored and o.study_uid}:
+        svc.metadata.touch(study_uid, root)
+    body = msgspec.json.encode(_response(result, root, study))
     return Response(body, status_code=status, media_type=DICOM_JSON, headers=headers)

@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from litestar import Request, get
 from litestar.response import Response, Stream
 
+from service.core.metadata import MetadataDocument, instance_base
 from service.core.wado import WadoService
 from service.dicom.dicomjson import BULK_PLACEHOLDER
 from service.dicomweb.common import base_url, services, uids
+from service.dicomweb.conditional import accepts_gzip, etag_matches
 from service.dicomweb.media import DICOM, DICOM_JSON, choose_instance_media, choose_json
 from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
 from service.dicomweb.responses import problems
@@ -93,22 +96,44 @@ async def _metadata(
 ) -> Response[bytes]:
     uids(study, series, sop)
     choose_json(request.headers.get("accept"))
+    svc = services(request)
     root = base_url(request)
-    found = await services(request).wado.metadata(study, series, sop)
-    placeholder = BULK_PLACEHOLDER.encode()
+    if sop is None:
+        return await _cached_metadata(request, study, series, root)
+    found = await svc.wado.metadata(study, series, sop)
     docs = [
         doc.replace(
-            placeholder,
-            f"{root}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}".encode(),
+            BULK_PLACEHOLDER.encode(),
+            instance_base(root, ref.study_uid, ref.series_uid, ref.sop_uid).encode(),
         )
         for ref, doc in found
     ]
     return Response(b"[" + b",".join(docs) + b"]", media_type=DICOM_JSON)
 
 
+async def _cached_metadata(
+    request: Request[Any, Any, Any], study: str, series: str | None, root: str
+) -> Response[bytes]:
+    """A study's or series' metadata from its precomputed document, or 304."""
+    documents = services(request).metadata
+    revision = await documents.revision(study, series)
+    etag = MetadataDocument(revision, b"").etag
+    headers = {"ETag": etag, "Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(b"", status_code=304, headers=headers)
+    doc = await documents.document(study, series, root, revision)
+    if accepts_gzip(request.headers.get("accept-encoding")):
+        headers["Content-Encoding"] = "gzip"
+        return Response(doc.gzipped, media_type=DICOM_JSON, headers=headers)
+    body = await anyio.to_thread.run_sync(doc.json)
+    return Response(body, media_type=DICOM_JSON, headers=headers)
+
+
 _METADATA_DOC = (
     "The instances' DICOM JSON (PS3.18 Annex F), bulk data replaced by BulkDataURI. "
-    "Accept: application/dicom+json."
+    "Accept: application/dicom+json. Study and series metadata carry an ETag (the index "
+    "revision): If-None-Match answers 304; sent gzip-compressed when Accept-Encoding "
+    "allows."
 )
 
 
