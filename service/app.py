@@ -24,6 +24,7 @@ from litestar.openapi import OpenAPIConfig
 from service import __version__
 from service.config import Settings
 from service.context import open_services
+from service.dicomweb.bulkdata import bulkdata
 from service.dicomweb.cors import cors_config
 from service.dicomweb.health import health, ready
 from service.dicomweb.qido import search_instances, search_series, search_studies
@@ -50,7 +51,7 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
 def _service_error(request: Request[Any, Any, Any], exc: ServiceError) -> Response[bytes]:
     if exc.status_code >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc.message)
-    return _problem(exc.status_code, exc.message)
+    return _problem(exc.status_code, exc.message, exc.headers or None)
 
 
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
@@ -83,6 +84,7 @@ def create_app(settings: Settings) -> Litestar:
             stow,
             retrieve,
             metadata,
+            bulkdata,
             search_studies,
             search_series,
             search_instances,

@@ -8,6 +8,7 @@
     │   ├── NotFound                  404  no such study / series / instance
     │   ├── NotAcceptable             406  nothing we can produce satisfies Accept
     │   ├── PayloadTooLarge           413  over the configured request size
+    │   ├── RangeNotSatisfiable       416  a byte range outside the value
     │   └── UnsupportedMediaType      415  a Content-Type we do not take
     ├── BackendUnavailable            503  storage or index cannot be reached
     └── InstanceRejected              (never reaches HTTP) one STOW part failed;
@@ -29,6 +30,7 @@ __all__ = [
     "NotAcceptable",
     "NotFound",
     "PayloadTooLarge",
+    "RangeNotSatisfiable",
     "ServiceError",
     "UnsupportedMediaType",
 ]
@@ -39,9 +41,11 @@ class ServiceError(Exception):
 
     status_code: int = 500
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: Extra response headers (Content-Range of a 416, say).
+        self.headers = headers or {}
 
 
 class ClientError(ServiceError):
@@ -64,6 +68,10 @@ class NotAcceptable(ClientError):
 
 class PayloadTooLarge(ClientError):
     status_code = 413
+
+
+class RangeNotSatisfiable(ClientError):
+    status_code = 416
 
 
 class UnsupportedMediaType(ClientError):

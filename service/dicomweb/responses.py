@@ -25,6 +25,7 @@ _DESCRIPTIONS = {
     406: "Nothing acceptable to the Accept header can be produced; detail says why.",
     413: "The request body is larger than DICOMWEB_MAX_REQUEST_BYTES.",
     415: "The request's Content-Type is not accepted.",
+    416: "The Range asked for lies outside the value; Content-Range gives its size.",
     503: "Storage or index is unavailable.",
 }
 
