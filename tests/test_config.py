@@ -69,3 +69,13 @@ def test_serve_refuses_unknown_variable_at_start() -> None:
     )
     assert result.returncode == 2
     assert "DICOMWEB_NOPE" in result.stderr
+
+
+def test_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from service.config import describe
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [name for name, _, _ in describe() if f"`{name}`" not in readme]
+    assert not missing, f"settings missing from the README's configuration table: {missing}"
