@@ -23,6 +23,7 @@ from service.errors import BackendUnavailable
 from service.index.base import Claim, Index, InstanceRecord, InstanceRef
 from service.index.sqlite_schema import PLANNER_STATISTICS, SCHEMA, SCHEMA_VERSION, number
 from service.index.sqlite_search import run_search, upsert_levels
+from service.index.sqlite_writer import GroupCommit
 
 __all__ = ["SqliteIndex"]
 
@@ -61,6 +62,7 @@ class SqliteIndex(Index):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._writer: GroupCommit | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SqliteIndex:
@@ -94,17 +96,11 @@ class SqliteIndex(Index):
         return await anyio.to_thread.run_sync(call)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def tx(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-        return await self._run(tx)
+        """Run ``fn`` in a write transaction; return once it is durable."""
+        writer = self._writer
+        if writer is None:
+            raise BackendUnavailable(f"SQLite index {self.path} is not open")
+        return await writer.submit(fn)
 
     async def open(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
@@ -122,6 +118,7 @@ class SqliteIndex(Index):
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._run(create)
+        self._writer = GroupCommit(self._connect, str(self.path))
 
     async def claim(self, store: str, sop_uid: str, blob_key: str, owner: str) -> bool:
         def insert(conn: sqlite3.Connection) -> bool:
@@ -271,6 +268,9 @@ class SqliteIndex(Index):
         await self._run(lambda conn: conn.execute("SELECT 1 FROM instances LIMIT 1").fetchall())
 
     async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await anyio.to_thread.run_sync(writer.close)
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:

@@ -151,3 +151,19 @@ async def test_revision_of_a_study_an_instance_moved_out_of(index: Index) -> Non
     after = await index.revision("default", "9")
     assert before is not None and after is not None and after > before
     assert await index.revision("default", "10") is not None
+
+
+async def test_many_concurrent_writes_all_land(index: Index) -> None:
+    records = [record(f"5.5.{i}", study=f"5.{i % 3}", series=f"5.{i % 3}.1") for i in range(60)]
+
+    async def store(rec: InstanceRecord) -> bool:
+        if not await index.claim(rec.store, rec.sop_uid, rec.blob_key, "w"):
+            return False
+        await index.commit(rec, "w")
+        return True
+
+    results = await asyncio.gather(*(store(r) for r in records))
+    assert all(results)
+    for study in ("5.0", "5.1", "5.2"):
+        assert len(await index.instances("default", study)) == 20
+    assert await index.stale_claims(time.time() + 1) == []

@@ -1,0 +1,54 @@
+"""Group commit: writes share transactions, yet each succeeds or fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from service.errors import BackendUnavailable
+from service.index.sqlite_writer import GroupCommit
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT)")
+    return conn
+
+
+async def test_a_failing_write_rolls_back_alone(tmp_path: Path) -> None:
+    path = tmp_path / "x.sqlite"
+    writer = GroupCommit(lambda: connect(path), "x")
+
+    def insert(k: int) -> int:
+        def fn(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (?, 'a')", (k,))
+            if k % 5 == 0:
+                conn.execute("INSERT INTO t VALUES (?, 'dup')", (k,))  # fails: duplicate key
+            return k
+
+        return fn  # type: ignore[return-value]
+
+    results = await asyncio.gather(
+        *(writer.submit(insert(k)) for k in range(1, 41)),
+        return_exceptions=True,  # type: ignore[arg-type]
+    )
+    writer.close()
+    failed = [k for k, r in zip(range(1, 41), results, strict=True) if isinstance(r, Exception)]
+    assert failed == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert all(isinstance(r, sqlite3.IntegrityError) for r in results if isinstance(r, Exception))
+    rows = {k for (k,) in connect(path).execute("SELECT k FROM t")}
+    assert rows == set(range(1, 41)) - set(failed)
+
+
+async def test_an_unusable_database_fails_every_waiting_write(tmp_path: Path) -> None:
+    def broken() -> sqlite3.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    writer = GroupCommit(broken, "broken")
+    with pytest.raises(BackendUnavailable, match="unable to open"):
+        await writer.submit(lambda conn: None)
+    writer.close()
