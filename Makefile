@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck check openapi sync clean bench-large system-deps
+.PHONY: run test lint typecheck check openapi sync clean bench bench-large system-deps
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -31,14 +31,14 @@ system-deps:
 
 ## Install what the tests need, then lint, type-check and run every test.
 test: .venv/.synced system-deps
-	.venv/bin/ruff check service tests scripts
-	.venv/bin/ruff format --check service tests scripts
+	.venv/bin/ruff check service tests scripts bench
+	.venv/bin/ruff format --check service tests scripts bench
 	.venv/bin/mypy
 	.venv/bin/python -m pytest
 
 lint: .venv/.synced
-	.venv/bin/ruff check service tests scripts
-	.venv/bin/ruff format --check service tests scripts
+	.venv/bin/ruff check service tests scripts bench
+	.venv/bin/ruff format --check service tests scripts bench
 
 typecheck: .venv/.synced
 	.venv/bin/mypy
@@ -50,6 +50,12 @@ openapi: .venv/.synced
 ## STOW and retrieve a generated 2 GB multi-frame instance, reporting the server's peak RSS.
 bench-large: .venv/.synced
 	.venv/bin/python scripts/large_instance.py
+
+## Benchmark against Orthanc on this machine (default corpus; PROFILE=tiny for 100k tiny).
+PROFILE ?= default
+RUNS ?= 1
+bench: .venv/.synced
+	.venv/bin/python bench/compare.py --profile $(PROFILE) --runs $(RUNS)
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

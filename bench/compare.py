@@ -1,0 +1,310 @@
+"""Side-by-side benchmark: this service against Orthanc + DICOMweb plugin, same machine.
+
+Runs the shared DICOMweb benchmark (``dicomweb_bench.py``, which checks every answer)
+against a fresh Orthanc and a fresh service, one after the other, measures what ``dd``
+with ``conv=fdatasync`` writes per second on the disk the service stores to (the
+durable-write limit), samples the service's memory through the run, and prints a table
+of ratios against the targets of the performance issue.
+
+    python bench/compare.py                      # default corpus (2,000 x 512 KB)
+    python bench/compare.py --profile tiny       # 100,000 tiny instances, STOW + QIDO
+    python bench/compare.py --runs 3             # medians of three runs of each
+
+Needs Debian's ``orthanc`` and ``orthanc-dicomweb`` (installed when missing, as root)
+and the shared benchmark scripts (``--bench-dir``, by default ``../shared/bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+PROFILES = {
+    # name: (corpus arguments, run arguments)
+    "default": ([], ["--phases", "stow,qido,wado"]),
+    "tiny": (
+        ["--studies", "2000", "--series", "2", "--instances", "25", "--rows", "8", "--cols", "8"],
+        ["--phases", "stow,qido", "--batch", "50"],
+    ),
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- the servers ---------------------------------------------------------------------
+
+
+@contextmanager
+def orthanc(bench_dir: Path, work: Path) -> Iterator[str]:
+    """A fresh Orthanc with the DICOMweb plugin on 127.0.0.1:8042."""
+    if not Path("/usr/sbin/Orthanc").exists():
+        log("installing Debian's orthanc and orthanc-dicomweb")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "orthanc", "orthanc-dicomweb"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        # The package starts a system instance on the same ports; the benchmark runs
+        # its own with a known configuration.
+        subprocess.run(["service", "orthanc", "stop"], check=False, capture_output=True)
+    folder = work / "orthanc"
+    shutil.rmtree(folder, ignore_errors=True)
+    script = bench_dir / "orthanc.sh"
+    subprocess.run(["bash", str(script), "start", str(folder)], check=True)
+    try:
+        yield "http://127.0.0.1:8042/dicom-web"
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(folder)], check=False)
+
+
+@contextmanager
+def ours(work: Path, port: int, env: dict[str, str]) -> Iterator[tuple[str, psutil.Process]]:
+    """A fresh service on the embedded backends."""
+    data = work / "ours"
+    shutil.rmtree(data, ignore_errors=True)
+    args = [sys.executable, "-m", "service", "serve", "--port", str(port)]
+    args += ["--data-dir", str(data)]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("DICOMWEB_")}
+    environ.update(env)
+    logfile = (work / "ours.log").open("wb")
+    proc = subprocess.Popen(args, cwd=REPO, env=environ, stdout=logfile, stderr=logfile)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"the service did not start; see {work / 'ours.log'}")
+        yield url + "/dicom-web", psutil.Process(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        logfile.close()
+
+
+class MemorySampler:
+    """Peak resident memory of a process and its children, sampled every 100 ms."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process = process
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                procs = [self.process, *self.process.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
+            except psutil.Error:
+                return
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# -- measuring -----------------------------------------------------------------------
+
+
+def dd_fdatasync(folder: Path, megabytes: int = 1024) -> float:
+    """MB/s that ``dd conv=fdatasync`` writes in ``folder``: the durable-write limit."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / "dd.tmp"
+    started = time.perf_counter()
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={megabytes}", "conv=fdatasync"],
+        check=True,
+        capture_output=True,
+    )
+    elapsed = time.perf_counter() - started
+    target.unlink()
+    return megabytes * 1024**2 / elapsed / 1e6
+
+
+def run_bench(bench: Path, url: str, corpus: Path, args: list[str], out: Path) -> dict[str, Any]:
+    cmd = [sys.executable, str(bench), "run", "--url", url, "--corpus", str(corpus)]
+    subprocess.run([*cmd, *args, "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def pick(result: dict[str, Any], path: str) -> float | None:
+    node: Any = result
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, int | float) else None
+
+
+# -- the report ----------------------------------------------------------------------
+
+# (label, path in the result, better when "higher"/"lower", target ratio ours/orthanc)
+METRICS: list[tuple[str, str, str, float | None]] = [
+    ("STOW instances/s", "stow.instances_per_s", "higher", 1.5),
+    ("STOW MB/s", "stow.MB_per_s", "higher", None),
+    ("WADO series MB/s", "wado.series_MB_per_s", "higher", 1.5),
+    ("WADO instance p50 ms", "wado.instance.p50_ms", "lower", 0.5),
+    ("WADO study metadata p50 ms", "wado.metadata.p50_ms", "lower", 0.5),
+    ("WADO frame p50 ms", "wado.frame.p50_ms", "lower", 0.5),
+    ("QIDO all p95 ms", "qido.all.p95_ms", "lower", 1 / 3),
+]
+
+
+def median_of(results: list[dict[str, Any]], path: str) -> float | None:
+    values = [v for v in (pick(r, path) for r in results) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+class Table:
+    """The ratio table, and whether every target was met."""
+
+    def __init__(self) -> None:
+        self.lines = [
+            "| metric | Orthanc | ours | ours/Orthanc | target | met |",
+            "|---|---|---|---|---|---|",
+        ]
+        self.ok = True
+
+    def row(
+        self, label: str, a: str, b: str, ratio: float | None, want: str, good: bool | None
+    ) -> None:
+        if good is not None:
+            self.ok &= good
+        met = "-" if good is None else ("yes" if good else "NO")
+        share = "-" if ratio is None else f"{ratio:.2f}"
+        self.lines.append(f"| {label} | {a} | {b} | {share} | {want} | {met} |")
+
+
+def report(
+    theirs: list[dict[str, Any]],
+    mine: list[dict[str, Any]],
+    dd_mb_s: float,
+    peak_rss: int,
+    profile: str,
+) -> Table:
+    table = Table()
+    metrics = list(METRICS)
+    if profile == "tiny":
+        metrics = [("STOW instances/s", "stow.instances_per_s", "higher", 1.0)]
+        metrics += [m for m in METRICS if m[1].startswith("qido")]
+    for label, path, better, target in metrics:
+        a, b = median_of(theirs, path), median_of(mine, path)
+        ratio = b / a if a and b is not None else None
+        good = None
+        if target is not None and ratio is not None:
+            good = ratio >= target if better == "higher" else ratio <= target
+        sign = "≥" if better == "higher" else "≤"
+        want = "-" if target is None else f"{sign} {target:.2f}"
+        table.row(label, _num(a), _num(b), ratio, want, good)
+    # Every QIDO case against a third of Orthanc's p95: the worst one decides.
+    cases = sorted({k for r in theirs for k in (r.get("qido", {}).get("by_case") or {})})
+    ratios = []
+    for case in cases:
+        a = median_of(theirs, f"qido.by_case.{case}.p95_ms")
+        b = median_of(mine, f"qido.by_case.{case}.p95_ms")
+        if a and b is not None:
+            ratios.append((b / a, case))
+    if ratios:
+        worst, case = max(ratios)
+        table.row(f"QIDO worst case p95 ({case})", "", "", worst, "≤ 0.33", worst <= 1 / 3)
+    stow_mb = median_of(mine, "stow.MB_per_s")
+    if stow_mb is not None and profile == "default":
+        share = stow_mb / dd_mb_s
+        label = f"STOW MB/s vs dd conv=fdatasync ({dd_mb_s:,.0f} MB/s)"
+        table.row(label, "", _num(stow_mb), share, "≥ 0.60", share >= 0.6)
+    rss = f"{peak_rss / 1024**2:,.0f} MiB"
+    table.row("service peak RSS", "", rss, None, "< 300 MiB", peak_rss < 300 * 1024**2)
+    mismatches = sum(
+        int(pick(r, f"{phase}.mismatches") or 0)
+        for r in theirs + mine
+        for phase in ("stow", "qido", "wado")
+    )
+    table.row("mismatches, all runs", "", str(mismatches), None, "0", mismatches == 0)
+    return table
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="default")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--corpus", type=Path, help="corpus folder (made when missing)")
+    parser.add_argument("--bench-dir", type=Path, default=REPO.parent / "shared" / "bench")
+    parser.add_argument("--work", type=Path, help="scratch folder for both servers' data")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--out", type=Path, help="write all results as JSON here")
+    parser.add_argument(
+        "--env", action="append", default=[], help="DICOMWEB_X=value for our service"
+    )
+    args = parser.parse_args()
+    bench = args.bench_dir / "dicomweb_bench.py"
+    corpus_args, run_args = PROFILES[args.profile]
+    corpus = args.corpus or Path(tempfile.gettempdir()) / f"corpus-{args.profile}"
+    if not (corpus / "manifest.json").exists():
+        log(f"writing the {args.profile} corpus to {corpus}")
+        subprocess.run(
+            [sys.executable, str(bench), "corpus", "--out", str(corpus), *corpus_args], check=True
+        )
+    work = args.work or Path(tempfile.mkdtemp(prefix="dicomweb-compare-"))
+    env = dict(item.split("=", 1) for item in args.env)
+    dd = dd_fdatasync(work)
+    log(f"dd conv=fdatasync in {work}: {dd:,.0f} MB/s")
+    theirs: list[dict[str, Any]] = []
+    mine: list[dict[str, Any]] = []
+    peak = 0
+    for run in range(args.runs):
+        log(f"run {run + 1}/{args.runs}: Orthanc")
+        with orthanc(args.bench_dir, work) as url:
+            theirs.append(run_bench(bench, url, corpus, run_args, work / f"orthanc-{run}.json"))
+        log(f"run {run + 1}/{args.runs}: ours")
+        with ours(work, args.port, env) as (url, process), MemorySampler(process) as memory:
+            mine.append(run_bench(bench, url, corpus, run_args, work / f"ours-{run}.json"))
+        peak = max(peak, memory.peak)
+    table = report(theirs, mine, dd, peak, args.profile)
+    print("\n".join(table.lines))
+    if args.out:
+        args.out.write_text(
+            json.dumps(
+                {"dd_MB_per_s": dd, "peak_rss": peak, "orthanc": theirs, "ours": mine}, indent=1
+            )
+        )
+    return 0 if table.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
