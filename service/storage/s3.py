@@ -170,6 +170,7 @@ class _S3Writer(BlobWriter):
                 UploadId=self._upload_id,
                 PartNumber=number,
                 Body=part,
+                ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -208,6 +209,7 @@ class _S3Writer(BlobWriter):
             Bucket=store.location.bucket,
             Key=self._key,
             Body=body,
+            ChecksumAlgorithm="SHA256",
             ChecksumSHA256=_sha256_b64(body),
             ContentType="application/dicom",
             **store.encryption,
@@ -241,20 +243,18 @@ class _S3Writer(BlobWriter):
         # Parts still uploading could land after the abort and be kept: wait for them.
         concurrent.futures.wait(self._in_flight)
         self._in_flight.clear()
-        store = self._store
-        assert self._upload_id is not None
+        upload_id, self._upload_id = self._upload_id, None
+        assert upload_id is not None
         try:
-            store.client.abort_multipart_upload(
-                Bucket=store.location.bucket, Key=self._key, UploadId=self._upload_id
-            )
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) != "NoSuchUpload":
-                raise
-            if after_commit:
-                # CompleteMultipartUpload failed on our side but finished on S3's: the
-                # commit was reported failed, so its object must not stay visible.
-                store.client.delete_object(Bucket=store.location.bucket, Key=self._key)
-        self._upload_id = None
+            completed = self._store.abort_upload_sync(self._key, upload_id)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            # S3 is unreachable now; the store retries the abort once it answers again.
+            self._store.remember_abort(self._key, upload_id)
+            raise BackendUnavailable(self._store.describe(exc)) from exc
+        if completed and after_commit:
+            # CompleteMultipartUpload failed on our side but finished on S3's: the
+            # commit was reported failed, so its object must not stay visible.
+            self._store.client.delete_object(Bucket=self._store.location.bucket, Key=self._key)
 
 
 class S3BlobStore(BlobStore):
@@ -286,6 +286,10 @@ class S3BlobStore(BlobStore):
             max_workers=part_threads, thread_name_prefix="s3-part"
         )
         self._limiter = anyio.CapacityLimiter(CALL_THREADS)
+        # Multipart uploads whose abort failed (S3 unreachable), retried by check() and
+        # by the next writer; the bucket's lifecycle rule is the last resort.
+        self._unaborted: list[tuple[str, str]] = []
+        self._unaborted_lock = threading.Lock()
         self._pool_size = CALL_THREADS + part_threads
         self._client: S3Client | None = None
 
@@ -345,8 +349,44 @@ class S3BlobStore(BlobStore):
     def describe(self, exc: BaseException) -> str:
         return describe_error(self.location.bucket, self.endpoint_url, exc)
 
+    def abort_upload_sync(self, key: str, upload_id: str) -> bool:
+        """Abort a multipart upload; True when S3 no longer knows it (it completed)."""
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.location.bucket, Key=key, UploadId=upload_id
+            )
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            return True
+        return False
+
+    def remember_abort(self, key: str, upload_id: str) -> None:
+        log.warning("could not abort S3 multipart upload of %s; will retry", key)
+        with self._unaborted_lock:
+            self._unaborted.append((key, upload_id))
+
+    def _retry_aborts_sync(self) -> None:
+        with self._unaborted_lock:
+            pending, self._unaborted = self._unaborted, []
+        for number, (key, upload_id) in enumerate(pending):
+            try:
+                self.abort_upload_sync(key, upload_id)
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+                with self._unaborted_lock:
+                    self._unaborted.extend(pending[number:])
+                return
+            log.info("aborted the multipart upload of %s left by an earlier failure", key)
+
+    async def _retry_aborts(self) -> None:
+        if self._unaborted:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._retry_aborts_sync, limiter=self._limiter)
+
     async def open_writer(self, key: str) -> BlobWriter:
-        return _S3Writer(self, self.location.key(key))
+        writer = _S3Writer(self, self.location.key(key))
+        await self._retry_aborts()
+        return writer
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         object_key = self.location.key(key)
@@ -400,6 +440,7 @@ class S3BlobStore(BlobStore):
 
     async def check(self) -> None:
         await self.call(lambda: self.client.head_bucket(Bucket=self.location.bucket))
+        await self._retry_aborts()
 
     async def close(self) -> None:
         client, self._client = self._client, None
