@@ -18,9 +18,15 @@ __all__ = ["TcpProxy"]
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST rather than FIN, as a failed network path does."""
+    """Drop a connection at once: RST where the kernel can, and wake any blocked recv.
+
+    ``close()`` alone would wait for a pump thread blocked in ``recv`` on the socket,
+    leaving the peer hanging until its read timeout; ``shutdown`` acts immediately.
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     sock.close()
 
 

@@ -248,9 +248,10 @@ class _S3Writer(BlobWriter):
         try:
             completed = self._store.abort_upload_sync(self._key, upload_id)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            # S3 is unreachable now; the store retries the abort once it answers again.
-            self._store.remember_abort(self._key, upload_id)
-            raise BackendUnavailable(self._store.describe(exc)) from exc
+            # S3 does not answer now: the store retries the abort once it does (check(),
+            # the next writer). Not raised: the caller's own cleanup must go on.
+            self._store.remember_abort(self._key, upload_id, self._store.describe(exc))
+            return
         if completed and after_commit:
             # CompleteMultipartUpload failed on our side but finished on S3's: the
             # commit was reported failed, so its object must not stay visible.
@@ -361,8 +362,8 @@ class S3BlobStore(BlobStore):
             return True
         return False
 
-    def remember_abort(self, key: str, upload_id: str) -> None:
-        log.warning("could not abort S3 multipart upload of %s; will retry", key)
+    def remember_abort(self, key: str, upload_id: str, problem: str) -> None:
+        log.warning("could not abort the S3 multipart upload of %s (%s); will retry", key, problem)
         with self._unaborted_lock:
             self._unaborted.append((key, upload_id))
 
