@@ -132,7 +132,8 @@ class _S3Writer(BlobWriter):
         self._buffer += data
         part_size = self._store.part_size
         while len(self._buffer) >= part_size:
-            part = bytes(self._buffer[:part_size])
+            with memoryview(self._buffer) as view:  # one copy, not two
+                part = bytes(view[:part_size])
             del self._buffer[:part_size]
             await self._send_part(part)
 
