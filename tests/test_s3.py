@@ -252,3 +252,21 @@ def test_boto3_is_imported_only_when_s3_is_chosen() -> None:
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("AccessDenied", "access to S3 bucket 'b' is denied (AccessDenied): check the IAM policy"),
+        ("403", "access to S3 bucket 'b' is denied (403)"),
+        ("NoSuchBucket", "S3 bucket 'b' does not exist"),
+        ("SlowDown", "S3 bucket 'b': An error occurred (SlowDown)"),
+    ],
+)
+def test_error_messages_name_bucket_and_problem(code: str, words: str) -> None:
+    import botocore.exceptions
+
+    from service.storage.s3 import describe_error
+
+    exc = botocore.exceptions.ClientError({"Error": {"Code": code, "Message": "x"}}, "HeadBucket")
+    assert words in describe_error("b", "", exc)
