@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck check openapi sync clean bench bench-large system-deps
+.PHONY: run test lint typecheck check openapi sync clean bench bench-large bench-large-s3 system-deps
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -50,6 +50,10 @@ openapi: .venv/.synced
 ## STOW and retrieve a generated 2 GB multi-frame instance, reporting the server's peak RSS.
 bench-large: .venv/.synced
 	.venv/bin/python scripts/large_instance.py
+
+## The same on the S3 backend (a moto server started for it), checking the multipart parts.
+bench-large-s3: .venv/.synced
+	.venv/bin/python scripts/large_instance.py --backend s3
 
 ## Benchmark against Orthanc on this machine (default corpus; PROFILE=tiny for 100k tiny).
 PROFILE ?= default

@@ -1,4 +1,4 @@
-"""Command line: ``python -m service serve | openapi | config``."""
+"""Command line: ``python -m service serve | openapi | config | init-aws``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ def _openapi(settings: Settings) -> None:
     sys.stdout.write(json.dumps(schema, indent=2, sort_keys=True) + "\n")
 
 
+def _init_aws(settings: Settings) -> int:
+    import botocore.exceptions
+
+    from service.aws_init import init_aws
+
+    try:
+        init_aws(settings)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        print(f"init-aws failed: {exc}", file=sys.stderr)
+        return 1
+    except NotImplementedError as exc:
+        print(f"init-aws: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _config() -> None:
     for variable, default, description in describe():
         print(f"{variable:32} {default:24} {description}")
@@ -53,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data-dir", help="data folder (DICOMWEB_DATA_DIR)")
     commands.add_parser("openapi", help="print the OpenAPI document")
     commands.add_parser("config", help="list the DICOMWEB_* settings")
+    commands.add_parser(
+        "init-aws",
+        help="create the S3 bucket (and DynamoDB table) the settings name; idempotent",
+    )
     args = parser.parse_args(argv)
     if args.command == "config":
         _config()
@@ -67,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         _serve(settings)
+    elif args.command == "init-aws":
+        return _init_aws(settings)
     else:
         _openapi(settings)
     return 0

@@ -39,7 +39,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     ] = "./data"
     storage: Annotated[
         str,
-        _doc("Blob storage URL: file:///abs/path, or empty for <data_dir>/blobs."),
+        _doc(
+            "Blob storage URL: file:///abs/path, s3://bucket/prefix (prefix optional), "
+            "or empty for <data_dir>/blobs."
+        ),
     ] = ""
     index: Annotated[
         str,

@@ -33,12 +33,28 @@ class Services(msgspec.Struct, kw_only=True):
         await self.storage.close()
 
 
-async def _open_storage(url: str) -> BlobStore:
+async def _open_storage(settings: Settings) -> BlobStore:
+    url = settings.storage_url
     if url.startswith("file://"):
         store = LocalBlobStore.from_url(url)
         await store.open()
         return store
-    raise ValueError(f"unsupported storage URL {url!r} (supported: file://)")
+    if url.startswith("s3://"):
+        # boto3 is imported only when S3 is chosen.
+        from service.storage.s3 import S3BlobStore
+
+        s3 = S3BlobStore.from_url(
+            url,
+            region=settings.aws_region,
+            endpoint_url=settings.s3_endpoint_url,
+            part_size=settings.s3_part_size,
+            upload_concurrency=settings.s3_upload_concurrency,
+            sse=settings.s3_sse,
+            kms_key_id=settings.s3_kms_key_id,
+        )
+        await s3.open()
+        return s3
+    raise ValueError(f"unsupported storage URL {url!r} (supported: file://, s3://)")
 
 
 async def _open_index(url: str) -> Index:
@@ -51,7 +67,7 @@ async def _open_index(url: str) -> Index:
 
 async def open_services(settings: Settings) -> Services:
     """Open storage and index, recover from any crash, and wire the use cases."""
-    storage = await _open_storage(settings.storage_url)
+    storage = await _open_storage(settings)
     index = await _open_index(settings.index_url)
     stow = StowService(
         storage,

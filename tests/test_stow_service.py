@@ -27,7 +27,7 @@ class FailingWriter(BlobWriter):
         self.inner, self.fail_on = inner, fail_on
 
     async def write(self, data: bytes) -> None:
-        if self.fail_on == "write":
+        if self.fail_on in ("write", "write and abort"):
             raise OSError(5, "Input/output error")
         await self.inner.write(data)
 
@@ -38,6 +38,8 @@ class FailingWriter(BlobWriter):
 
     async def abort(self) -> None:
         await self.inner.abort()
+        if self.fail_on == "write and abort":
+            raise OSError(5, "Input/output error while aborting")
 
 
 class FaultyStore(LocalBlobStore):
@@ -78,7 +80,7 @@ async def make_service(
     return service, index
 
 
-@pytest.mark.parametrize("fail_on", ["write", "commit"])
+@pytest.mark.parametrize("fail_on", ["write", "commit", "write and abort"])
 async def test_storage_failure_leaves_no_row_and_no_file(tmp_path: Path, fail_on: str) -> None:
     store = FaultyStore(tmp_path / "blobs")
     store.fail_on = fail_on

@@ -319,15 +319,19 @@ class _Part:
     async def _discard(self) -> None:
         with anyio.CancelScope(shield=True):
             writer, self.writer = self.writer, None
-            if writer is not None:
-                await writer.abort()
-            if self.claimed:
-                self.claimed = False
-                assert self.identity is not None  # a claim is taken only after validation
-                await self.svc.index.release(self.svc.store, self.identity.sop, self.owner)
-            spool, self.spool = self.spool, None
-            if spool is not None:
-                await spool.close()
+            try:
+                if writer is not None:
+                    await writer.abort()
+            finally:
+                # A failed abort (storage unreachable) must not keep the claim, or every
+                # retry of this instance would wait for a claim nobody holds.
+                if self.claimed:
+                    self.claimed = False
+                    assert self.identity is not None  # claims are taken after validation
+                    await self.svc.index.release(self.svc.store, self.identity.sop, self.owner)
+                spool, self.spool = self.spool, None
+                if spool is not None:
+                    await spool.close()
 
     async def _fail(self, exc: BaseException) -> None:
         self.failed = True

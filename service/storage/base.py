@@ -3,8 +3,8 @@
 A blob is written through a :class:`BlobWriter` and becomes visible at its key only
 when :meth:`BlobWriter.commit` returns, durably and atomically; :meth:`BlobWriter.abort`
 leaves no trace. So a reader never sees half a file, and a failed upload never replaces
-what was there before. Implementations: ``local`` (files, the embedded default) and,
-later, ``s3``.
+what was there before. Implementations: ``local`` (files, the embedded default) and
+``s3`` (S3 objects, multipart uploads).
 """
 
 from __future__ import annotations

@@ -5,21 +5,41 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from service.index.base import Index
 from service.index.sqlite import SqliteIndex
 from service.storage.base import BlobStore
 from service.storage.local import LocalBlobStore
+from tests.aws import MotoServer, unique_name
+
+# The smallest part S3 accepts, so that the suite's multi-megabyte blobs cross parts.
+S3_TEST_PART_SIZE = 5 * 1024 * 1024
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "s3"])
 async def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlobStore]:
     if request.param == "local":
-        store = LocalBlobStore(tmp_path / "blobs")
+        store: BlobStore = LocalBlobStore(tmp_path / "blobs")
         await store.open()
-        yield store
-        await store.close()
+    else:
+        from service.storage.s3 import S3BlobStore
+
+        moto: MotoServer = request.getfixturevalue("moto")
+        bucket = unique_name("contract")
+        boto3.client("s3", endpoint_url=moto.endpoint).create_bucket(Bucket=bucket)
+        s3 = S3BlobStore.from_url(
+            f"s3://{bucket}/some/prefix",
+            region="us-east-1",
+            endpoint_url=moto.endpoint,
+            part_size=S3_TEST_PART_SIZE,
+            upload_concurrency=2,
+        )
+        await s3.open()
+        store = s3
+    yield store
+    await store.close()
 
 
 @pytest.fixture(params=["sqlite"])

@@ -80,3 +80,97 @@ async def test_unsafe_keys_are_refused(blob_store: BlobStore, key: str) -> None:
 
 async def test_check_passes_when_usable(blob_store: BlobStore) -> None:
     await blob_store.check()
+
+
+# A size that crosses the S3 backend's 5 MiB test part size twice, not on a boundary.
+LARGE = 12 * 1024 * 1024 + 12345
+
+
+def _odd_chunks(data: bytes) -> list[bytes]:
+    """Chunks of uneven sizes, as a network delivers them."""
+    sizes = [1, 65_536, 3_000_001, 7, 1_048_576]
+    chunks, at, i = [], 0, 0
+    while at < len(data):
+        n = sizes[i % len(sizes)]
+        chunks.append(data[at : at + n])
+        at, i = at + n, i + 1
+    return chunks
+
+
+async def test_large_blob_in_uneven_chunks_reads_back_identical(blob_store: BlobStore) -> None:
+    data = os.urandom(LARGE)
+    await _put(blob_store, "s/large.dcm", *_odd_chunks(data))
+    assert await _read(blob_store, "s/large.dcm") == data
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (0, 1),
+        (0, None),
+        (LARGE - 1, None),
+        (LARGE - 1, LARGE),
+        (5 * 1024 * 1024 - 1, 5 * 1024 * 1024 + 1),  # across a part boundary
+        (1024 * 1024 - 3, 3 * 1024 * 1024 + 5),  # across read chunks
+        (100, 100),  # empty range
+        (LARGE, None),  # at the end: nothing
+        (LARGE + 10, LARGE + 20),  # past the end: nothing
+        (LARGE - 5, LARGE + 100),  # end past the end: clipped
+    ],
+)
+async def test_ranges_at_edges(blob_store: BlobStore, start: int, end: int | None) -> None:
+    data = bytes(range(251)) * (LARGE // 251 + 1)
+    data = data[:LARGE]
+    await _put(blob_store, "s/edges.dcm", data)
+    assert await _read(blob_store, "s/edges.dcm", start, end) == data[start:end]
+
+
+async def test_empty_blob(blob_store: BlobStore) -> None:
+    await _put(blob_store, "s/empty.dcm")
+    assert await blob_store.exists("s/empty.dcm")
+    assert await _read(blob_store, "s/empty.dcm") == b""
+    assert await _read(blob_store, "s/empty.dcm", 0, 10) == b""
+
+
+async def test_abort_after_large_partial_write_leaves_nothing(blob_store: BlobStore) -> None:
+    await _put(blob_store, "s/prev.dcm", b"previous")
+    for key in ("s/prev.dcm", "s/new.dcm"):
+        writer = await blob_store.open_writer(key)
+        for chunk in _odd_chunks(os.urandom(LARGE)):
+            await writer.write(chunk)
+        await writer.abort()
+        await writer.abort()
+    assert await _read(blob_store, "s/prev.dcm") == b"previous"
+    assert not await blob_store.exists("s/new.dcm")
+
+
+async def test_writer_refuses_use_after_commit(blob_store: BlobStore) -> None:
+    writer = await blob_store.open_writer("s/once.dcm")
+    await writer.write(b"once")
+    await writer.commit()
+    with pytest.raises(RuntimeError):
+        await writer.write(b"more")
+    with pytest.raises(RuntimeError):
+        await writer.commit()
+    await writer.abort()  # after a commit: changes nothing
+    assert await _read(blob_store, "s/once.dcm") == b"once"
+
+
+@pytest.mark.parametrize(("first", "second"), [(10, LARGE), (LARGE, 10), (LARGE, LARGE - 1)])
+async def test_overwrite_of_any_size_by_any_size(
+    blob_store: BlobStore, first: int, second: int
+) -> None:
+    await _put(blob_store, "s/o.dcm", os.urandom(first))
+    data = os.urandom(second)
+    await _put(blob_store, "s/o.dcm", *_odd_chunks(data))
+    assert await _read(blob_store, "s/o.dcm") == data
+
+
+async def test_keys_are_independent(blob_store: BlobStore) -> None:
+    await _put(blob_store, "s/studies/1/a.dcm", b"a")
+    await _put(blob_store, "s/studies/1/ab.dcm", b"ab")
+    await blob_store.delete("s/studies/1/a.dcm")
+    assert not await blob_store.exists("s/studies/1/a.dcm")
+    assert not await blob_store.exists("s/studies/1")
+    assert await _read(blob_store, "s/studies/1/ab.dcm") == b"ab"
+    await blob_store.delete("s/studies/1/a.dcm")  # twice: still not an error
