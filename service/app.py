@@ -22,6 +22,7 @@ from litestar.openapi import OpenAPIConfig
 from service import __version__
 from service.config import Settings
 from service.context import open_services
+from service.dicomweb.frames import retrieve_frames
 from service.dicomweb.health import health, ready
 from service.dicomweb.qido import search_instances, search_series, search_studies
 from service.dicomweb.stow import stow
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             stow,
             retrieve,
+            retrieve_frames,
             metadata,
             search_studies,
             search_series,

@@ -113,6 +113,19 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     ] = "AES256"
     s3_kms_key_id: Annotated[str, _doc("KMS key id or ARN for s3_sse=aws:kms.")] = ""
 
+    # WADO-RS frames and transcoding (issue 4).
+    transcode_max_bytes: Annotated[
+        int,
+        _doc(
+            "Largest instance (stored or decoded size, in bytes) that WADO-RS transcodes or "
+            "decodes frames of; larger ones answer 406 unless asked as stored."
+        ),
+        msgspec.Meta(gt=0),
+    ] = 512 * 1024**2
+    transcode_workers: Annotated[
+        int, _doc("Instances transcoded at once (each in a worker thread)."), msgspec.Meta(ge=1)
+    ] = 2
+
     @property
     def storage_url(self) -> str:
         return self.storage or (Path(self.data_dir).resolve() / "blobs").as_uri()

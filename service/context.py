@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import msgspec
 
 from service.config import Settings
+from service.core.frames import FrameService
 from service.core.qido import QidoService
 from service.core.stow import StowService
 from service.core.wado import WadoService
@@ -25,6 +27,7 @@ class Services(msgspec.Struct, kw_only=True):
     stow: StowService
     wado: WadoService
     qido: QidoService
+    frames: FrameService
 
     async def close(self) -> None:
         await self.index.close()
@@ -63,8 +66,29 @@ async def open_services(settings: Settings) -> Services:
     # an upload that died with the previous process.
     if isinstance(index, SqliteIndex):
         await stow.recover(older_than=time.time())
-    wado = WadoService(storage, index, store=settings.store)
+    # Decoding and transcoding share one pool of worker slots: they are CPU-bound.
+    limiter = anyio.CapacityLimiter(settings.transcode_workers)
+    wado = WadoService(
+        storage,
+        index,
+        store=settings.store,
+        transcode_max_bytes=settings.transcode_max_bytes,
+        limiter=limiter,
+    )
     qido = QidoService(index, store=settings.store)
+    frames = FrameService(
+        storage,
+        index,
+        store=settings.store,
+        max_bytes=settings.transcode_max_bytes,
+        limiter=limiter,
+    )
     return Services(
-        settings=settings, storage=storage, index=index, stow=stow, wado=wado, qido=qido
+        settings=settings,
+        storage=storage,
+        index=index,
+        stow=stow,
+        wado=wado,
+        qido=qido,
+        frames=frames,
     )
