@@ -138,7 +138,7 @@ def transcode(data: bytes, target: str, *, max_bytes: int) -> bytes:
     big_endian = source == "1.2.840.10008.1.2.2"
     if "PixelData" in ds:
         if UID(source).is_compressed:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)
             if source in _LOSSY:
                 ds.LossyImageCompression = "01"
         elif big_endian:
