@@ -101,15 +101,11 @@ class FrameService:
                     f"frame {missing[0]} does not exist: instance {sop} has "
                     f"{table.count} frame{plural}"
                 )
-        servable = table is not None and not table.decode
-        native = ref.transfer_syntax in NATIVE_LITTLE_ENDIAN or deflated
         return FrameSource(
             ref=ref,
             layout=layout,
-            servable=servable,
-            decodable=native
-            or ref.transfer_syntax == "1.2.840.10008.1.2.2"
-            or decodable(ref.transfer_syntax),
+            servable=table is not None and not table.decode,
+            decodable=decodable(ref.transfer_syntax),
         )
 
     async def stored(self, source: FrameSource, numbers: list[int]) -> list[bytes]:
