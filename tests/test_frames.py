@@ -439,3 +439,29 @@ def test_decoded_frames_match_pixel_array(
     [(_, payload)] = split(r)
     expected = pydicom.dcmread(io.BytesIO(data)).pixel_array[6]
     assert np.array_equal(np.frombuffer(payload, dtype=np.uint8).reshape(expected.shape), expected)
+
+
+def test_large_extended_offset_table(http: httpx.Client) -> None:
+    """9,000 frames of two fragments each: the Extended Offset Table (72 KB, over the
+    header parser's deferred-read size) is the only way to find where frames start."""
+    frames = [bytes([n % 251]) * (8 * (1 + n % 7) - 2) + b"\xff\xd9" for n in range(9000)]
+    with_bot = encapsulate(frames, fragments_per_frame=2, has_bot=True)
+    offsets = struct.unpack("<9000I", with_bot[8 : 8 + 4 * 9000])
+    source = refragmented("examples_ybr_color.dcm", pieces=1, table="none", frames=1)
+    ds = pydicom.dcmread(io.BytesIO(source))
+    ds.PixelData = encapsulate(frames, fragments_per_frame=2, has_bot=False)
+    ds.ExtendedOffsetTable = struct.pack("<9000Q", *offsets)
+    ds.ExtendedOffsetTableLengths = struct.pack("<9000Q", *(len(f) for f in frames))
+    ds.NumberOfFrames, ds.Rows, ds.Columns = len(frames), 1, 1
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    data = out.getvalue()
+    assert _table(data).starts == tuple(range(0, 18000, 2))
+    r = http.post("/studies", content=multipart(data), headers=stow_headers())
+    assert r.status_code == 200, r.text
+    path = (
+        f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+    r = http.get(f"{path}/frames/8765,2", headers={"Accept": AS_STORED})
+    assert [p for _, p in split(r)] == [frames[8764], frames[1]]

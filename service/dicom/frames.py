@@ -139,7 +139,10 @@ def _starts(ds: Dataset, location: PixelDataLocation, count: int) -> tuple[int, 
     first = fragments[0][0] - 8
     index_of = {offset - 8 - first: i for i, (offset, _) in enumerate(fragments)}
     offsets: tuple[int, ...] = ()
-    extended = ds.get("ExtendedOffsetTable")
+    try:
+        extended = ds.get("ExtendedOffsetTable")
+    except Exception:  # a deferred value that cannot be read: not needed
+        extended = None
     if isinstance(extended, bytes) and len(extended) == 8 * count:
         offsets = struct.unpack(f"<{count}Q", extended)
     elif len(location.basic_offset_table) == count:
