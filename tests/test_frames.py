@@ -465,3 +465,22 @@ def test_large_extended_offset_table(http: httpx.Client) -> None:
     )
     r = http.get(f"{path}/frames/8765,2", headers={"Accept": AS_STORED})
     assert [p for _, p in split(r)] == [frames[8764], frames[1]]
+
+
+def test_frames_that_cannot_be_told_apart_are_406(http: httpx.Client) -> None:
+    """Three frames declared, two fragments, no offset table, no JPEG markers."""
+    source = refragmented("examples_ybr_color.dcm", pieces=1, table="none", frames=1)
+    ds = pydicom.dcmread(io.BytesIO(source))
+    ds.PixelData = encapsulate([b"abcd" * 4], fragments_per_frame=2, has_bot=False)
+    ds.NumberOfFrames = 3
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    r = http.post("/studies", content=multipart(out.getvalue()), headers=stow_headers())
+    assert r.status_code == 200, r.text
+    path = (
+        f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+    r = http.get(f"{path}/frames/3", headers={"Accept": AS_STORED})
+    assert r.status_code == 406
+    assert "can be told apart" in r.json()["detail"]

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pydicom
 import pytest
+from pydicom.encaps import encapsulate
 
 from service.dicomweb.media import choose_instance_media
 from service.errors import NotAcceptable, NotFound
@@ -270,3 +271,14 @@ def test_transcoding_size_limit(start_server: Callable[..., ServerProcess]) -> N
         assert "DICOMWEB_TRANSCODE_MAX_BYTES" in r.json()["detail"]
         [(_, payload)] = split(client.get(_path(data), headers={"Accept": DICOM_ANY}))
         assert payload == data
+
+
+def test_undecodable_pixel_data_is_406_with_advice() -> None:
+    ds = pydicom.dcmread(io.BytesIO(renamed("SC_rgb_jpeg_dcmtk.dcm")))
+    ds.PixelData = encapsulate([b"\xff\xd8 not a JPEG stream \xff\xd9"])
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    with pytest.raises(NotAcceptable, match=r"cannot be decoded here.*transfer-syntax=\*"):
+        transcode(out.getvalue(), ELE, max_bytes=BIG)
+    with pytest.raises(NotAcceptable, match="cannot be decoded here"):
+        decode_frames(out.getvalue(), [1], max_bytes=BIG)

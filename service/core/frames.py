@@ -138,15 +138,28 @@ class FrameService:
         layout = source.layout
         assert layout is not None
         assert layout.frames is not None
+        ref, count = source.ref, layout.frames.count
         offset, length = layout.fragments[-1]
         start = layout.value_offset
-        [value] = await self.storage.read_ranges(
-            source.ref.blob_key, [(start, offset + length - start)]
-        )
-        count = layout.frames.count
+        if offset + length - start > self.max_bytes:
+            raise NotAcceptable(
+                f"instance {ref.sop_uid} has no offset table and its pixel data is over "
+                f"{self.max_bytes // 2**20} MB (DICOMWEB_TRANSCODE_MAX_BYTES), too large to "
+                "search for its frames; retrieve the whole instance instead"
+            )
+        [value] = await self.storage.read_ranges(ref.blob_key, [(start, offset + length - start)])
 
         def split() -> list[bytes]:
-            frames = list(generate_frames(value, number_of_frames=count))
+            try:
+                frames = list(generate_frames(value, number_of_frames=count))
+            except ValueError:  # fewer fragments than frames
+                frames = []
+            if len(frames) < max(numbers):
+                raise NotAcceptable(
+                    f"instance {ref.sop_uid} has no offset table and only {len(frames)} of "
+                    f"its {count} frames can be told apart in its fragments; retrieve the "
+                    "whole instance instead"
+                )
             return [frames[n - 1] for n in numbers]
 
         return await anyio.to_thread.run_sync(split, limiter=self.limiter)

@@ -20,9 +20,10 @@ Everything here blocks: call it in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 import numpy as np
@@ -102,6 +103,22 @@ def _read(data: bytes, max_bytes: int) -> Dataset:
     return dcmread(io.BytesIO(data))
 
 
+@contextlib.contextmanager
+def _decoding(ds: Dataset) -> Iterator[None]:
+    """Pixel data that the plugins cannot decode (corrupt, or a form they do not
+    support) is the stored data's problem, not a fault of ours: say so, and how to get
+    the instance anyway."""
+    try:
+        yield
+    except Exception as exc:
+        reason = " ".join(str(exc).split())
+        raise NotAcceptable(
+            f"the pixel data of instance {ds.get('SOPInstanceUID', '?')} cannot be decoded "
+            f"here ({type(exc).__name__}: {reason}); ask with transfer-syntax=* to receive "
+            "it as stored"
+        ) from exc
+
+
 def _native_bytes(ds: Dataset, frame: np.ndarray) -> bytes:
     if _int(ds, "BitsAllocated", 8) == 1:
         return pack_bits(frame)
@@ -137,12 +154,13 @@ def transcode(data: bytes, target: str, *, max_bytes: int) -> bytes:
     source = str(ds.file_meta.TransferSyntaxUID)
     big_endian = source == "1.2.840.10008.1.2.2"
     if "PixelData" in ds:
-        if UID(source).is_compressed:
-            ds.decompress(generate_instance_uid=False)
-            if source in _LOSSY:
-                ds.LossyImageCompression = "01"
-        elif big_endian:
-            _decode_native_big_endian(ds)
+        with _decoding(ds):
+            if UID(source).is_compressed:
+                ds.decompress(generate_instance_uid=False)
+                if source in _LOSSY:
+                    ds.LossyImageCompression = "01"
+            elif big_endian:
+                _decode_native_big_endian(ds)
     if big_endian:
         _swap_other_binary(ds)
     ds.file_meta.TransferSyntaxUID = UID(target)
@@ -174,5 +192,6 @@ def decode_frames(data: bytes, numbers: Iterable[int], *, max_bytes: int) -> lis
     source = str(ds.file_meta.TransferSyntaxUID)
     if source not in ("1.2.840.10008.1.2", EXPLICIT_VR_LITTLE_ENDIAN) and not decodable(source):
         raise NotAcceptable(f"pixel data in {source} cannot be decoded here")
-    arrays = iter_pixels(ds, indices=[n - 1 for n in wanted])
-    return [_native_bytes(ds, a) for a in arrays]
+    with _decoding(ds):
+        arrays = iter_pixels(ds, indices=[n - 1 for n in wanted])
+        return [_native_bytes(ds, a) for a in arrays]
