@@ -10,6 +10,7 @@ import io
 import struct
 from typing import Any
 
+import anyio
 import httpx
 import numpy as np
 import pydicom
@@ -17,11 +18,12 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.pixels.utils import iter_pixels, pack_bits
 
-from service.core.frames import parse_frame_list
-from service.dicom.frames import FrameTable, frame_table, read_layout
+from service.core.frames import FrameService, FrameSource, parse_frame_list
+from service.dicom.frames import FrameTable, Layout, frame_table, read_layout
 from service.dicom.part10 import Part10Scanner, parse_header
 from service.dicomweb.frame_media import FrameChoice, choose_frame_media
 from service.errors import MalformedRequest, NotAcceptable
+from service.index.base import InstanceRef
 from tests.dicomgen import make_instance, new_uid
 from tests.framegen import reference_frames, refragmented, renamed
 from tests.helpers import multipart, pydicom_file, stow_headers
@@ -484,3 +486,46 @@ def test_frames_that_cannot_be_told_apart_are_406(http: httpx.Client) -> None:
     r = http.get(f"{path}/frames/3", headers={"Accept": AS_STORED})
     assert r.status_code == 406
     assert "can be told apart" in r.json()["detail"]
+
+
+def test_stored_frames_are_read_in_batches() -> None:
+    ref = InstanceRef(
+        store="default",
+        study_uid="1",
+        series_uid="2",
+        sop_uid="3",
+        sop_class_uid="4",
+        transfer_syntax=ELE,
+        blob_key="k",
+        size=0,
+        sha256="",
+    )
+    native = Layout(
+        tag=0x7FE00010,
+        vr="OW",
+        element_offset=0,
+        value_offset=12,
+        length=60 << 20,
+        frames=FrameTable(count=10, frame_bytes=6 << 20, native_length=6 << 20),
+    )
+    frames = FrameService(
+        None,
+        None,
+        store="default",
+        max_bytes=1,
+        limiter=anyio.CapacityLimiter(1),  # type: ignore[arg-type]
+    )
+    source = FrameSource(ref=ref, layout=native, servable=True, decodable=True)
+    assert frames.batches(source, [5, 1, 2, 9, 10]) == [[5, 1], [2, 9], [10]]
+    fragments = tuple((100 + 20 * i, 10 << 20) for i in range(4))  # 10 MiB fragments
+    encapsulated = Layout(
+        tag=0x7FE00010,
+        vr="OB",
+        element_offset=0,
+        value_offset=12,
+        length=None,
+        fragments=fragments,
+        frames=FrameTable(count=2, frame_bytes=1, starts=(0, 1)),
+    )
+    source = FrameSource(ref=ref, layout=encapsulated, servable=True, decodable=True)
+    assert frames.batches(source, [2, 1]) == [[2], [1]]  # 30 MiB, then 10 MiB

@@ -28,6 +28,9 @@ __all__ = ["FrameService", "FrameSource", "parse_frame_list"]
 
 _NUMBER: Final = re.compile(r"[0-9]{1,9}")
 MAX_FRAMES_PER_REQUEST: Final = 10_000
+#: Frames served as stored are read this many bytes at a time, so a long frame list
+#: streams instead of being held whole.
+READ_BATCH_BYTES: Final = 16 * 1024 * 1024
 
 
 def parse_frame_list(text: str) -> list[int]:
@@ -107,6 +110,31 @@ class FrameService:
             servable=table is not None and not table.decode,
             decodable=decodable(ref.transfer_syntax),
         )
+
+    def batches(self, source: FrameSource, numbers: list[int]) -> list[list[int]]:
+        """``numbers`` cut into runs of at most :data:`READ_BATCH_BYTES` stored bytes
+        (one run at least one frame), for :meth:`stored`."""
+        layout = source.layout
+        table = layout.frames if layout is not None else None
+        if layout is None or table is None or (layout.length is None and not table.starts):
+            return [numbers]
+        if layout.length is not None:
+            sizes = {n: table.native_length for n in numbers}
+        else:
+            bounds = [*table.starts, len(layout.fragments)]
+            sizes = {
+                n: sum(length for _, length in layout.fragments[bounds[n - 1] : bounds[n]])
+                for n in numbers
+            }
+        runs: list[list[int]] = [[]]
+        total = 0
+        for number in numbers:
+            if runs[-1] and total + sizes[number] > READ_BATCH_BYTES:
+                runs.append([])
+                total = 0
+            runs[-1].append(number)
+            total += sizes[number]
+        return runs
 
     async def stored(self, source: FrameSource, numbers: list[int]) -> list[bytes]:
         """Frames as stored: native by offset, encapsulated as their fragments joined."""

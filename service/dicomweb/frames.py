@@ -7,10 +7,11 @@ media type. Negotiation rules: :mod:`service.dicomweb.frame_media`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, get
-from litestar.response import Response
+from litestar.response import Response, Stream
 
 from service.core.frames import parse_frame_list
 from service.dicomweb.common import services, uids
@@ -34,12 +35,13 @@ _DOC = (
     "/studies/{study:str}/series/{series:str}/instances/{instance:str}/frames/{frames:str}",
     summary="Retrieve frames of an instance",
     description=_DOC,
+    response_description="One part per frame, in the order asked (or one frame as a single part)",
     tags=["WADO-RS"],
     responses=problems(400, 404, 406, 503),
 )
 async def retrieve_frames(
     request: Request[Any, Any, Any], study: str, series: str, instance: str, frames: str
-) -> Response[bytes]:
+) -> Response[bytes] | Stream:
     uids(study, series, instance)
     numbers = parse_frame_list(frames)
     service = services(request).frames
@@ -51,20 +53,28 @@ async def retrieve_frames(
         decodable=source.decodable,
         frame_count=len(numbers),
     )
-    if choice.decode:
-        payloads = await service.decoded(source, numbers)
-    else:
-        payloads = await service.stored(source, numbers)
     content_type = f"{choice.media_type}; transfer-syntax={choice.transfer_syntax}"
+    # Decoded frames come from one decode of the whole instance (bounded by
+    # DICOMWEB_TRANSCODE_MAX_BYTES); stored ones are read in batches as they are sent.
+    batches = [numbers] if choice.decode else service.batches(source, numbers)
+    read = service.decoded if choice.decode else service.stored
+    first = await read(source, batches[0])  # errors still become a status, not a cut
     if not choice.multipart:
-        return Response(payloads[0], media_type=content_type)
+        return Response(first[0], media_type=content_type)
     boundary = make_boundary()
-    chunks: list[bytes] = []
-    for number, payload in enumerate(payloads):
-        chunks.append((b"\r\n" if number else b"") + part_header(boundary, content_type))
-        chunks.append(payload)
-    chunks.append(closing_delimiter(boundary))
-    return Response(
-        b"".join(chunks),
+
+    async def body() -> AsyncIterator[bytes]:
+        payloads, sent = first, 0
+        for index in range(len(batches)):
+            if index:
+                payloads = await read(source, batches[index])
+            for payload in payloads:
+                yield (b"\r\n" if sent else b"") + part_header(boundary, content_type)
+                yield payload
+                sent += 1
+        yield closing_delimiter(boundary)
+
+    return Stream(
+        body(),
         media_type=f'multipart/related; type="{choice.media_type}"; boundary={boundary}',
     )
