@@ -26,6 +26,7 @@ from service.config import Settings
 from service.context import open_services
 from service.dicomweb.bulkdata import bulkdata
 from service.dicomweb.cors import cors_config
+from service.dicomweb.frames import retrieve_frames
 from service.dicomweb.health import health, ready
 from service.dicomweb.qido import search_instances, search_series, search_studies
 from service.dicomweb.stow import stow
@@ -83,6 +84,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             stow,
             retrieve,
+            retrieve_frames,
             metadata,
             bulkdata,
             search_studies,

@@ -145,6 +145,19 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         msgspec.Meta(ge=0),
     ] = 2.0
 
+    # WADO-RS frames and transcoding (issue 4).
+    transcode_max_bytes: Annotated[
+        int,
+        _doc(
+            "Largest instance (stored or decoded size, in bytes) that WADO-RS transcodes or "
+            "decodes frames of; larger ones answer 406 unless asked as stored."
+        ),
+        msgspec.Meta(gt=0),
+    ] = 512 * 1024**2
+    transcode_workers: Annotated[
+        int, _doc("Instances transcoded at once (each in a worker thread)."), msgspec.Meta(ge=1)
+    ] = 2
+
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError naming the problem.
         origins = self.cors_origin_list

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import msgspec
 
 from service.config import Settings
+from service.core.frames import FrameService
 from service.core.metadata import MetadataDocuments
 from service.core.qido import QidoService
 from service.core.stow import StowService
@@ -27,6 +29,7 @@ class Services(msgspec.Struct, kw_only=True):
     wado: WadoService
     qido: QidoService
     metadata: MetadataDocuments
+    frames: FrameService
 
     async def close(self) -> None:
         await self.index.close()
@@ -81,8 +84,23 @@ async def open_services(settings: Settings) -> Services:
     # an upload that died with the previous process.
     if isinstance(index, SqliteIndex):
         await stow.recover(older_than=time.time())
-    wado = WadoService(storage, index, store=settings.store)
+    # Decoding and transcoding share one pool of worker slots: they are CPU-bound.
+    limiter = anyio.CapacityLimiter(settings.transcode_workers)
+    wado = WadoService(
+        storage,
+        index,
+        store=settings.store,
+        transcode_max_bytes=settings.transcode_max_bytes,
+        limiter=limiter,
+    )
     qido = QidoService(index, store=settings.store)
+    frames = FrameService(
+        storage,
+        index,
+        store=settings.store,
+        max_bytes=settings.transcode_max_bytes,
+        limiter=limiter,
+    )
     metadata = MetadataDocuments(
         storage,
         index,
@@ -98,4 +116,5 @@ async def open_services(settings: Settings) -> Services:
         wado=wado,
         qido=qido,
         metadata=metadata,
+        frames=frames,
     )

@@ -8,6 +8,7 @@ import pydicom
 from dicomweb_client.api import DICOMwebClient
 
 from tests.dicomgen import make_dataset, new_uid
+from tests.framegen import reference_frames, renamed
 from tests.helpers import pydicom_file
 from tests.server import ServerProcess
 
@@ -46,3 +47,26 @@ def test_store_retrieve_and_metadata(server: ServerProcess) -> None:
     assert {m["00080018"]["Value"][0] for m in series_meta} == {
         d.SOPInstanceUID for d in datasets[:2]
     }
+
+
+def test_frames_and_transcoding(server: ServerProcess) -> None:
+    client = DICOMwebClient(url=server.root)
+    data = renamed("SC_rgb_rle_2frame.dcm")
+    ds = pydicom.dcmread(io.BytesIO(data))
+    client.store_instances([ds])
+    uids = (ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+
+    stored = client.retrieve_instance_frames(
+        *uids, frame_numbers=[2, 1], media_types=(("image/dicom-rle", "1.2.840.10008.1.2.5"),)
+    )
+    assert stored == reference_frames(data)[::-1]
+    native = client.retrieve_instance_frames(
+        *uids, frame_numbers=[2], media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),)
+    )
+    assert native == [ds.pixel_array[1].tobytes()]
+
+    back = client.retrieve_instance(
+        *uids, media_types=(("application/dicom", "1.2.840.10008.1.2.1"),)
+    )
+    assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert (back.pixel_array == ds.pixel_array).all()

@@ -37,6 +37,7 @@ from service.core.levels import level_documents
 from service.core.spool import HeaderSpool
 from service.dicom import reasons
 from service.dicom.dicomjson import index_attributes, instance_json
+from service.dicom.frames import Layout, frame_table
 from service.dicom.part10 import Part10Scanner, ScanResult, parse_header
 from service.dicom.preamble import PREFIX, PREFIX_LENGTH, missing_preamble
 from service.dicom.uid import is_valid_uid
@@ -367,7 +368,11 @@ def _describe(ds: Dataset, scan: ScanResult) -> _Description:
     """What ingest computes for search and retrieval (blocking: runs in a thread)."""
     attributes = index_attributes(ds)
     attributes["TransferSyntaxUID"] = scan.transfer_syntax
-    layout = msgspec.json.encode(scan.pixel_data) if scan.pixel_data is not None else b""
+    layout = b""
+    if scan.pixel_data is not None:
+        table = frame_table(ds, scan.pixel_data, scan.transfer_syntax)
+        fields = msgspec.structs.asdict(scan.pixel_data)
+        layout = msgspec.json.encode(Layout(**fields, frames=table))
     metadata = instance_json(ds, scan.pixel_data)
     study_document, series_document = level_documents(metadata)
     return _Description(metadata, attributes, layout, study_document, series_document)

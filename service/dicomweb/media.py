@@ -7,6 +7,8 @@ Accept entries are ranked by q-value, then by their order in the header.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from service.errors import MalformedRequest, NotAcceptable
@@ -15,6 +17,7 @@ __all__ = [
     "DICOM",
     "DICOM_JSON",
     "EXPLICIT_VR_LITTLE_ENDIAN",
+    "MULTIPART_RELATED",
     "InstanceChoice",
     "MediaType",
     "choose_instance_media",
@@ -124,19 +127,24 @@ def parse_accept(value: str | None) -> list[MediaType]:
 
 class InstanceChoice(msgspec.Struct, frozen=True):
     """How to send DICOM instances: multipart or a single part, in which syntax
-    (``"*"``: each instance as stored)."""
+    (``"*"``: each instance as stored; else instances stored otherwise are
+    transcoded)."""
 
     multipart: bool
     transfer_syntax: str
 
 
 def choose_instance_media(
-    accept: str | None, stored_syntaxes: set[str], *, single_part_ok: bool
+    accept: str | None,
+    stored_syntaxes: set[str],
+    *,
+    single_part_ok: bool,
+    can_transcode: Callable[[str, str], bool] | None = None,
 ) -> InstanceChoice:
     """Pick the first acceptable way to send instances stored in ``stored_syntaxes``.
 
-    Until transcoding exists, a syntax is acceptable only if every instance is stored
-    in it (or the client accepts ``transfer-syntax=*``).
+    A syntax is acceptable if every instance is stored in it or
+    ``can_transcode(stored, syntax)``; ``transfer-syntax=*`` takes them as stored.
     """
     refusals: list[str] = []
     for media in parse_accept(accept):
@@ -160,11 +168,14 @@ def choose_instance_media(
             refusals.append(f"{media.type} is not offered for DICOM instances")
             continue
         syntax = media.params.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN)
-        if syntax == "*" or stored_syntaxes <= {syntax}:
+        if syntax == "*" or all(
+            s == syntax or (can_transcode is not None and can_transcode(s, syntax))
+            for s in stored_syntaxes
+        ):
             return InstanceChoice(multipart, syntax)
         refusals.append(
             f"transfer syntax {syntax} was asked for, but the instances are stored as "
-            f"{', '.join(sorted(stored_syntaxes))} and transcoding is not offered yet; "
+            f"{', '.join(sorted(stored_syntaxes))} and cannot be transcoded to it here; "
             "ask with transfer-syntax=* to receive them as stored"
         )
     raise NotAcceptable("no acceptable representation: " + "; ".join(refusals))

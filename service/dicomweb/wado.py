@@ -22,6 +22,7 @@ from service.dicomweb.conditional import accepts_gzip, etag_matches
 from service.dicomweb.media import DICOM, DICOM_JSON, choose_instance_media, choose_json
 from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
 from service.dicomweb.responses import problems
+from service.imaging.transcode import can_transcode
 from service.index.base import InstanceRef
 
 __all__ = ["metadata", "retrieve"]
@@ -32,12 +33,20 @@ _SERIES = _STUDY + "/series/{series:str}"
 _INSTANCE = _SERIES + "/instances/{instance:str}"
 
 
+def _needs_transcoding(ref: InstanceRef, syntax: str) -> bool:
+    return syntax not in ("*", ref.transfer_syntax)
+
+
 async def _multipart_body(
-    wado: WadoService, refs: list[InstanceRef], boundary: str
+    wado: WadoService, refs: list[InstanceRef], boundary: str, syntax: str
 ) -> AsyncIterator[bytes]:
     for number, ref in enumerate(refs):
-        content_type = f"{DICOM}; transfer-syntax={ref.transfer_syntax}"
+        transcode = _needs_transcoding(ref, syntax)
+        content_type = f"{DICOM}; transfer-syntax={syntax if transcode else ref.transfer_syntax}"
         yield (b"\r\n" if number else b"") + part_header(boundary, content_type)
+        if transcode:
+            yield await wado.transcoded(ref, syntax)
+            continue
         async for chunk in wado.content(ref):
             yield chunk
     yield closing_delimiter(boundary)
@@ -53,9 +62,20 @@ async def _retrieve(
         request.headers.get("accept"),
         {r.transfer_syntax for r in refs},
         single_part_ok=sop is not None,
+        can_transcode=can_transcode,
     )
+    syntax = choice.transfer_syntax
+    transcoding = [r for r in refs if _needs_transcoding(r, syntax)]
+    await wado.check_transcodable(study, series, sop, transcoding)
     if not choice.multipart:
         ref = refs[0]
+        if transcoding:
+            body = await wado.transcoded(ref, syntax)
+            return Stream(
+                iter([body]),
+                media_type=f"{DICOM}; transfer-syntax={syntax}",
+                headers={"Content-Length": str(len(body))},
+            )
         return Stream(
             wado.content(ref),
             media_type=f"{DICOM}; transfer-syntax={ref.transfer_syntax}",
@@ -63,7 +83,7 @@ async def _retrieve(
         )
     boundary = make_boundary()
     return Stream(
-        _multipart_body(wado, refs, boundary),
+        _multipart_body(wado, refs, boundary, syntax),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
     )
 
@@ -71,7 +91,9 @@ async def _retrieve(
 _RETRIEVE_DOC = (
     'Accept: multipart/related; type="application/dicom" [; transfer-syntax=UID|*] '
     "(instances as stored with transfer-syntax=*), or application/dicom for one "
-    "instance. 406 when the stored syntax is not acceptable (no transcoding yet)."
+    "instance. Without transfer-syntax, Explicit VR Little Endian: instances stored "
+    "compressed, big endian, deflated or implicit VR are transcoded (also to "
+    "1.2.840.10008.1.2 on request). 406 when nothing acceptable can be produced."
 )
 
 

@@ -110,6 +110,17 @@ class Index(ABC):
         Cached documents built from a study or series (metadata, ETags) are keyed by it."""
 
     @abstractmethod
+    async def layouts(
+        self,
+        store: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[tuple[InstanceRef, bytes]]:
+        """Like :meth:`instances`, with each instance's layout document (pixel data
+        location and frame table; empty when it has no pixel data)."""
+
+    @abstractmethod
     async def search(self, store: str, query: Query) -> SearchPage:
         """One page of committed studies, series or instances matching ``query``, in a
         stable order (by UID: study, then series number and UID, then instance number

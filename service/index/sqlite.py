@@ -236,11 +236,30 @@ class SqliteIndex(Index):
         series_uid: str | None = None,
         sop_uid: str | None = None,
     ) -> list[tuple[InstanceRef, bytes]]:
+        return await self._with_column("metadata", store, study_uid, series_uid, sop_uid)
+
+    async def layouts(
+        self,
+        store: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[tuple[InstanceRef, bytes]]:
+        return await self._with_column("layout", store, study_uid, series_uid, sop_uid)
+
+    async def _with_column(
+        self,
+        column: str,
+        store: str,
+        study_uid: str,
+        series_uid: str | None,
+        sop_uid: str | None,
+    ) -> list[tuple[InstanceRef, bytes]]:
         where, params = self._where(store, study_uid, series_uid, sop_uid)
 
         def select(conn: sqlite3.Connection) -> list[tuple[InstanceRef, bytes]]:
             rows = conn.execute(
-                f"SELECT {_REF_COLUMNS}, metadata FROM instances WHERE {where} {_ORDER}",  # noqa: S608
+                f"SELECT {_REF_COLUMNS}, {column} FROM instances WHERE {where} {_ORDER}",  # noqa: S608
                 params,
             ).fetchall()
             return [(_ref(r), bytes(r[9])) for r in rows]

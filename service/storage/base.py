@@ -59,6 +59,17 @@ class BlobStore(ABC):
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Stream bytes ``[start, end)`` of a blob. Raises :class:`BlobNotFound`."""
 
+    async def read_ranges(self, key: str, ranges: list[tuple[int, int]]) -> list[bytes]:
+        """The bytes of each ``(offset, length)`` range of a blob, in order; a range
+        past the end comes back short. Raises :class:`BlobNotFound`.
+
+        For frames: backends override this to fetch all ranges in one round trip.
+        """
+        out = []
+        for offset, length in ranges:
+            out.append(b"".join([c async for c in self.read(key, offset, offset + length)]))
+        return out
+
     @abstractmethod
     async def delete(self, key: str) -> None:
         """Remove a blob; removing a missing blob is not an error."""

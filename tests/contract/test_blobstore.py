@@ -35,6 +35,16 @@ async def test_ranges(blob_store: BlobStore) -> None:
     assert await _read(blob_store, "s/r.dcm", 0, len(data) + 10) == data
 
 
+async def test_read_ranges(blob_store: BlobStore) -> None:
+    data = os.urandom(2_500_000)
+    await _put(blob_store, "s/rr.dcm", data)
+    ranges = [(2_000_000, 300_000), (5, 10), (0, 1), (2_499_990, 100), (100, 0)]
+    got = await blob_store.read_ranges("s/rr.dcm", ranges)
+    assert got == [data[o : o + n] for o, n in ranges]
+    with pytest.raises(BlobNotFound):
+        await blob_store.read_ranges("s/none.dcm", [(0, 1)])
+
+
 async def test_nothing_visible_before_commit(blob_store: BlobStore) -> None:
     writer = await blob_store.open_writer("s/pending.dcm")
     await writer.write(b"x" * 2_000_000)

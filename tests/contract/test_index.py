@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import msgspec
+
 from service.index.base import Index, InstanceRecord
 
 
@@ -91,6 +93,19 @@ async def test_metadata_returns_documents(index: Index) -> None:
     await index.commit(record("4.1", study="8.8"), "w")
     [(ref, doc)] = await index.metadata("default", "8.8")
     assert ref.sop_uid == "4.1" and b'"4.1"' in doc
+
+
+async def test_layouts_return_layout_documents(index: Index) -> None:
+    layout = b'{"tag":2145386512,"frames":{"count":2,"frame_bytes":8}}'
+    await index.commit(msgspec.structs.replace(record("4.2", study="8.9"), layout=layout), "w")
+    await index.commit(record("4.3", study="8.9", series="5.9"), "w")
+    assert [(r.sop_uid, d) for r, d in await index.layouts("default", "8.9", "1.2.3.4")] == [
+        ("4.2", layout)
+    ]
+    assert [(r.sop_uid, d) for r, d in await index.layouts("default", "8.9", "5.9", "4.3")] == [
+        ("4.3", b"")
+    ]
+    assert await index.layouts("default", "8.9", "5.9", "4.2") == []
 
 
 async def test_stores_are_separate(index: Index) -> None:
