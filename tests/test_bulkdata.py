@@ -201,3 +201,36 @@ def test_item_out_of_range_sequence_path_and_accept(client: httpx.Client) -> Non
         client.get(f"{url.replace(ds.SOPInstanceUID, '1.2.x')}/bulkdata/7FE00010").status_code
         == 400
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["JPEG2000.dcm", "MR_small_RLE.dcm", "SC_rgb_rle_2frame.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
+)
+def test_compressed_pixel_data_bulk_data_is_its_frames(client: httpx.Client, name: str) -> None:
+    from pydicom.encaps import generate_frames
+
+    ds, data = with_new_uids(pydicom_file(name))
+    url = stored(client, ds, data)
+    uri = client.get(url + "/metadata").json()[0]["7FE00010"]["BulkDataURI"]
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    expected = list(generate_frames(ds.PixelData, number_of_frames=frames))
+    as_stored = httpx.get(
+        uri,
+        headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
+    )
+    assert as_stored.status_code == 200, as_stored.text
+    parts = split(as_stored)
+    assert [p[1] for p in parts] == expected
+    assert all(ds.file_meta.TransferSyntaxUID in p[0]["content-type"] for p in parts)
+    decoded = split(httpx.get(uri))  # the default: uncompressed frames
+    assert len(decoded) == frames
+    assert all("1.2.840.10008.1.2.1" in p[0]["content-type"] for p in decoded)
+
+
+def test_deflated_instance_bulk_data(client: httpx.Client) -> None:
+    ds, data = with_new_uids(pydicom_file("image_dfl.dcm"))
+    url = stored(client, ds, data)
+    uri = client.get(url + "/metadata").json()[0]["7FE00010"]["BulkDataURI"]
+    r = httpx.get(uri, headers=OCTET)
+    assert r.status_code == 200
+    assert r.content == ds.PixelData

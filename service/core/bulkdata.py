@@ -29,6 +29,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from service.dicom.part10 import DEFLATED_TRANSFER_SYNTAXES
 from service.errors import MalformedRequest, NotFound
 from service.index.base import InstanceRef
 from service.storage.base import BlobStore
@@ -150,9 +151,14 @@ def _container(ds: Dataset, path: list[int | str]) -> Dataset:
     return where
 
 
-def _locate_sync(fetch: Callable[[int, int], bytes], size: int, path: list[int | str]) -> BulkValue:
+def _locate_sync(
+    fetch: Callable[[int, int], bytes], size: int, path: list[int | str], deflated: bool
+) -> BulkValue:
+    # A deflated data set is parsed from its inflated copy: offsets into it are not
+    # offsets into the blob, so every value is read rather than located.
+    defer = None if deflated else _DEFER
     try:
-        ds = pydicom.dcmread(_BlobFile(fetch, size), defer_size=_DEFER)
+        ds = pydicom.dcmread(_BlobFile(fetch, size), defer_size=defer)
     except (InvalidDicomError, EOFError, OSError, ValueError) as exc:
         raise NotFound(f"the stored instance cannot be parsed for bulk data: {exc}") from exc
     little = bool(ds.is_little_endian)
@@ -196,7 +202,8 @@ async def locate(storage: BlobStore, ref: InstanceRef, path: list[int | str]) ->
     def fetch(start: int, end: int) -> bytes:
         return anyio.from_thread.run(read_range, start, end)
 
-    return await anyio.to_thread.run_sync(_locate_sync, fetch, ref.size, path)
+    deflated = ref.transfer_syntax in DEFLATED_TRANSFER_SYNTAXES
+    return await anyio.to_thread.run_sync(_locate_sync, fetch, ref.size, path, deflated)
 
 
 def stream(

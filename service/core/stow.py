@@ -373,7 +373,9 @@ def _describe(ds: Dataset, scan: ScanResult) -> _Description:
         table = frame_table(ds, scan.pixel_data, scan.transfer_syntax)
         fields = msgspec.structs.asdict(scan.pixel_data)
         layout = msgspec.json.encode(Layout(**fields, frames=table))
-    metadata = instance_json(ds, scan.pixel_data)
+    # A deflated instance's pixel data is found in the inflated data set (part10).
+    pixel = scan.pixel_data or getattr(ds, "deflated_pixel_data", None)
+    metadata = instance_json(ds, pixel)
     study_document, series_document = level_documents(metadata)
     return _Description(metadata, attributes, layout, study_document, series_document)
 

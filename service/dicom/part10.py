@@ -857,6 +857,16 @@ def _parse_deflated(file: IO[bytes], meta_end: int) -> Dataset:
         raise _reject(
             f"cannot parse the inflated DICOM header: {type(exc).__name__}: {exc}"
         ) from None
+    if walker.header_end is not None and walker.pixel_tag:
+        # Pixel data inside the deflated stream: its offsets are in the inflated data,
+        # so they locate nothing in the file, but the metadata must still name it.
+        ds.deflated_pixel_data = PixelDataLocation(
+            tag=walker.pixel_tag,
+            vr=walker.pixel_vr,
+            element_offset=walker.pixel_element,
+            value_offset=walker.pixel_value,
+            length=walker.pixel_length,
+        )
     return ds
 
 

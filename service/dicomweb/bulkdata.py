@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get
-from litestar.response import Stream
+from litestar.response import Response, Stream
 
 from service.core.bulkdata import BulkValue, locate, parse_path, stream
 from service.dicomweb.common import services, uids
+from service.dicomweb.frames import frames_response
 from service.dicomweb.media import MULTIPART_RELATED, parse_accept
 from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
 from service.dicomweb.responses import problems
@@ -19,6 +20,16 @@ from service.errors import NotAcceptable, RangeNotSatisfiable
 __all__ = ["bulkdata"]
 
 OCTET_STREAM = "application/octet-stream"
+PIXEL_DATA = 0x7FE00010
+#: Transfer syntaxes whose pixel data is one value (possibly deflated as a whole).
+NATIVE_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.2",
+        "1.2.840.10008.1.2.1.99",
+    }
+)
 
 
 def _multipart_wanted(accept: str | None) -> bool:
@@ -78,12 +89,19 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 )
 async def bulkdata(
     request: Request[Any, Any, Any], study: str, series: str, instance: str, path: str
-) -> Stream:
+) -> Response[bytes] | Stream:
     uids(study, series, instance)
     tag_path = parse_path(path)
-    multipart = _multipart_wanted(request.headers.get("accept"))
     svc = services(request)
     ref = (await svc.wado.instances(study, series, instance))[0]
+    if tag_path == [PIXEL_DATA] and ref.transfer_syntax not in NATIVE_SYNTAXES:
+        # Compressed pixel data is a sequence of fragments, not one value: its bulk data
+        # is its frames, negotiated as the frame resource negotiates them.
+        source = await svc.frames.source(study, series, instance, [])
+        table = source.layout.frames if source.layout is not None else None
+        count = table.count if table is not None else 1
+        return await frames_response(request, source, list(range(1, count + 1)))
+    multipart = _multipart_wanted(request.headers.get("accept"))
     value: BulkValue = await locate(svc.storage, ref, tag_path)
     if multipart:
         boundary = make_boundary()

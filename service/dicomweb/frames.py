@@ -13,13 +13,13 @@ from typing import Any
 from litestar import Request, get
 from litestar.response import Response, Stream
 
-from service.core.frames import parse_frame_list
+from service.core.frames import FrameSource, parse_frame_list
 from service.dicomweb.common import services, uids
 from service.dicomweb.frame_media import choose_frame_media
 from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
 from service.dicomweb.responses import problems
 
-__all__ = ["retrieve_frames"]
+__all__ = ["frames_response", "retrieve_frames"]
 
 _DOC = (
     "Frames as stored or decoded. Accept: multipart/related; "
@@ -44,8 +44,15 @@ async def retrieve_frames(
 ) -> Response[bytes] | Stream:
     uids(study, series, instance)
     numbers = parse_frame_list(frames)
+    source = await services(request).frames.source(study, series, instance, numbers)
+    return await frames_response(request, source, numbers)
+
+
+async def frames_response(
+    request: Request[Any, Any, Any], source: FrameSource, numbers: list[int]
+) -> Response[bytes] | Stream:
+    """Frames ``numbers`` of ``source`` as the request's Accept asks."""
     service = services(request).frames
-    source = await service.source(study, series, instance, numbers)
     choice = choose_frame_media(
         request.headers.get("accept"),
         stored_syntax=source.ref.transfer_syntax,
