@@ -24,6 +24,7 @@ from service.config import Settings
 from service.context import open_services
 from service.dicomweb.health import health, ready
 from service.dicomweb.qido import search_instances, search_series, search_studies
+from service.dicomweb.rendered import rendered, thumbnail
 from service.dicomweb.stow import stow
 from service.dicomweb.wado import metadata, retrieve
 from service.errors import ServiceError
@@ -79,6 +80,8 @@ def create_app(settings: Settings) -> Litestar:
             search_studies,
             search_series,
             search_instances,
+            rendered,
+            thumbnail,
         ],
     )
     return Litestar(

@@ -113,6 +113,21 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     ] = "AES256"
     s3_kms_key_id: Annotated[str, _doc("KMS key id or ARN for s3_sse=aws:kms.")] = ""
 
+    # Rendered images and thumbnails (issue: WADO-RS for viewers).
+    thumbnail_size: Annotated[
+        int,
+        _doc("Longest side of a thumbnail in pixels, when no viewport is asked for."),
+        msgspec.Meta(ge=16, le=1024),
+    ] = 128
+    render_memory_bytes: Annotated[
+        int,
+        _doc(
+            "Instances up to this size are read into memory to be rendered; larger ones "
+            "are spooled to a temporary file first."
+        ),
+        msgspec.Meta(gt=0),
+    ] = 32 * 1024**2
+
     @property
     def storage_url(self) -> str:
         return self.storage or (Path(self.data_dir).resolve() / "blobs").as_uri()

@@ -8,6 +8,7 @@ import msgspec
 
 from service.config import Settings
 from service.core.qido import QidoService
+from service.core.rendered import RenderedService
 from service.core.stow import StowService
 from service.core.wado import WadoService
 from service.index.base import Index
@@ -25,6 +26,7 @@ class Services(msgspec.Struct, kw_only=True):
     stow: StowService
     wado: WadoService
     qido: QidoService
+    rendered: RenderedService
 
     async def close(self) -> None:
         await self.index.close()
@@ -65,6 +67,17 @@ async def open_services(settings: Settings) -> Services:
         await stow.recover(older_than=time.time())
     wado = WadoService(storage, index, store=settings.store)
     qido = QidoService(index, store=settings.store)
+    rendered = RenderedService(
+        wado,
+        memory_bytes=settings.render_memory_bytes,
+        thumbnail_size=settings.thumbnail_size,
+    )
     return Services(
-        settings=settings, storage=storage, index=index, stow=stow, wado=wado, qido=qido
+        settings=settings,
+        storage=storage,
+        index=index,
+        stow=stow,
+        wado=wado,
+        qido=qido,
+        rendered=rendered,
     )

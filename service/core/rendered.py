@@ -1,0 +1,175 @@
+"""Rendered and thumbnail resources (PS3.18 §8.3.5, §9.5): which frames to draw, and
+drawing them.
+
+What is an image, and how many frames it has, comes from the metadata stored at ingest,
+so a request for a non-image or a missing frame is answered without reading a file. An
+instance's file is read from storage into memory when it is small and into a temporary
+file otherwise; pydicom then decodes only the frame asked for. Decoding and encoding run
+in a worker thread.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from collections.abc import AsyncIterator
+from typing import IO, Any, NamedTuple
+
+import anyio.to_thread
+import msgspec
+
+from service.core.search import Level, Query
+from service.core.wado import WadoService
+from service.errors import MalformedRequest, NotAcceptable, NotFound
+from service.imaging.render import DecodeFailed, RegionOutside, RenderOptions, render_frame
+from service.index.base import InstanceRef
+
+__all__ = ["Frame", "RenderedService"]
+
+
+class Frame(NamedTuple):
+    """One frame of one stored image; ``number`` is 1-based as in PS3.18 frame lists."""
+
+    ref: InstanceRef
+    number: int
+
+
+class _Element(msgspec.Struct):
+    Value: list[Any] = []
+
+
+class _ImageFacts(msgspec.Struct):
+    """The few attributes of an instance's DICOM JSON that say whether it is an image."""
+
+    frames: _Element | None = msgspec.field(default=None, name="00280008")
+    pixel_data: dict[str, Any] | None = msgspec.field(default=None, name="7FE00010")
+    float_pixel_data: dict[str, Any] | None = msgspec.field(default=None, name="7FE00008")
+    double_pixel_data: dict[str, Any] | None = msgspec.field(default=None, name="7FE00009")
+
+
+_facts = msgspec.json.Decoder(_ImageFacts)
+
+
+def _frame_count(doc: bytes) -> int:
+    """Frames of the image, 0 when the instance has no pixel data."""
+    facts = _facts.decode(doc)
+    if not (facts.pixel_data or facts.float_pixel_data or facts.double_pixel_data):
+        return 0
+    if facts.frames is not None and facts.frames.Value:
+        try:
+            return max(int(facts.frames.Value[0]), 1)
+        except (TypeError, ValueError):
+            return 1
+    return 1
+
+
+def _describe(ref: InstanceRef) -> str:
+    return f"instance {ref.sop_uid} of series {ref.series_uid} in study {ref.study_uid}"
+
+
+class RenderedService:
+    def __init__(self, wado: WadoService, *, memory_bytes: int, thumbnail_size: int) -> None:
+        self.wado = wado
+        self.memory_bytes = memory_bytes
+        self.thumbnail_size = thumbnail_size
+
+    async def _images(
+        self, study: str, series: str | None, sop: str | None
+    ) -> list[tuple[InstanceRef, int]]:
+        """(instance, frame count) of every image of a study, series or instance, in the
+        index's order; 404 when none is stored, or none of those stored is an image."""
+        found = await self.wado.metadata(study, series, sop)
+        images = [(ref, count) for ref, doc in found if (count := _frame_count(doc))]
+        if not images:
+            what = _describe(found[0][0]) if sop is not None else "these instances"
+            raise NotFound(
+                f"{what} has no pixel data: only images have rendered representations"
+                if sop is not None
+                else f"no image is stored in {what}: only images have rendered representations"
+            )
+        return images
+
+    async def frames(
+        self,
+        study: str,
+        series: str | None = None,
+        sop: str | None = None,
+        numbers: list[int] | None = None,
+    ) -> list[Frame]:
+        """What a rendered resource shows: the listed frames of an instance, else the
+        first frame of each image (a multi-frame instance is shown by its first frame)."""
+        images = await self._images(study, series, sop)
+        if numbers is None:
+            return [Frame(ref, 1) for ref, _ in images]
+        ref, count = images[0]
+        for number in numbers:
+            if number > count:
+                raise NotFound(
+                    f"frame {number} does not exist: {_describe(ref)} has {count} "
+                    f"frame{'s' if count != 1 else ''}"
+                )
+        return [Frame(ref, number) for number in numbers]
+
+    async def representative(
+        self,
+        study: str,
+        series: str | None = None,
+        sop: str | None = None,
+        numbers: list[int] | None = None,
+    ) -> Frame:
+        """The frame a thumbnail shows: the first listed frame; an instance's first frame;
+        the middle image (by Instance Number) of a series; of a study, that of its first
+        series (by Series Number) that holds an image."""
+        if sop is not None or series is not None:
+            if numbers is not None:
+                return (await self.frames(study, series, sop, numbers))[0]
+            images = await self._images(study, series, sop)
+            return Frame(images[(len(images) - 1) // 2][0], 1)
+        page = await self.wado.index.search(
+            self.wado.store, Query(level=Level.SERIES, study_uid=study, limit=10_000)
+        )
+        if not page.hits:
+            raise NotFound(f"study {study} is not stored here")
+        for hit in page.hits:
+            try:
+                return await self.representative(study, hit.series_uid)
+            except NotFound:
+                continue
+        raise NotFound(
+            f"no image is stored in study {study}: only images have rendered representations"
+        )
+
+    async def render(self, frame: Frame, options: RenderOptions) -> bytes:
+        """The frame as JPEG or PNG bytes."""
+        source = await self._open(frame.ref)
+        try:
+            return await anyio.to_thread.run_sync(_render, source, frame, options)
+        finally:
+            await anyio.to_thread.run_sync(source.close)
+
+    async def _open(self, ref: InstanceRef) -> IO[bytes]:
+        chunks: AsyncIterator[bytes] = self.wado.content(ref)
+        if ref.size <= self.memory_bytes:
+            return io.BytesIO(b"".join([chunk async for chunk in chunks]))
+        spool: IO[bytes] = await anyio.to_thread.run_sync(tempfile.TemporaryFile)
+        try:
+            async for chunk in chunks:
+                await anyio.to_thread.run_sync(spool.write, chunk)
+        except BaseException:
+            await anyio.to_thread.run_sync(spool.close)
+            raise
+        return spool
+
+
+def _render(source: IO[bytes], frame: Frame, options: RenderOptions) -> bytes:
+    source.seek(0)
+    try:
+        return render_frame(source, frame.number - 1, options)
+    except RegionOutside as exc:
+        raise MalformedRequest(f"viewport: {exc}") from exc
+    except DecodeFailed as exc:
+        raise NotAcceptable(
+            f"frame {frame.number} of {_describe(frame.ref)} (transfer syntax "
+            f"{frame.ref.transfer_syntax}) cannot be decoded here, so it cannot be "
+            f"rendered; retrieve the instance as stored instead. Decoder said: {exc}"
+        ) from exc

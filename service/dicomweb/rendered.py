@@ -1,0 +1,304 @@
+"""WADO-RS rendered and thumbnail resources (PS3.18 §8.3.5, §9.5; Tables 10.4.1-2 and -3).
+
+``/rendered`` of an instance or a frame is one ``image/jpeg`` or ``image/png``; of a
+frame list, a study or a series it is ``multipart/related`` with one picture per frame or
+per image instance. ``/thumbnail`` is always one picture: the listed frame, the
+instance's first frame, the middle image of a series, or that of the study's first
+series holding an image. Query parameters: ``window``, ``viewport``, ``quality``;
+``annotation`` is not supported and answered with a ``Warning``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from litestar import Request, get
+from litestar.params import Parameter
+from litestar.response import Response, Stream
+
+from service.core.rendered import Frame, RenderedService
+from service.dicomweb.common import base_url, services, uids
+from service.dicomweb.media import parse_accept
+from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
+from service.dicomweb.responses import problems
+from service.errors import MalformedRequest, NotAcceptable
+from service.imaging.render import JPEG, MEDIA_TYPES, RenderOptions, Viewport, Window
+
+__all__ = ["rendered", "thumbnail"]
+
+_ERRORS = problems(400, 404, 406, 503)
+_STUDY = "/studies/{study:str}"
+_SERIES = _STUDY + "/series/{series:str}"
+_INSTANCE = _SERIES + "/instances/{instance:str}"
+_FRAMES = _INSTANCE + "/frames/{frames:str}"
+#: Largest viewport side accepted, so that one request cannot ask for a huge picture.
+MAX_VIEWPORT = 4096
+_FUNCTIONS = ("linear", "linear-exact", "sigmoid")
+
+
+def parse_frame_list(value: str) -> list[int]:
+    """``1,3,5`` -> [1, 3, 5]: 1-based frame numbers, as PS3.18 §8.3.3 writes them."""
+    numbers = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) < 1:
+            raise MalformedRequest(
+                f"frame list {value!r} is malformed: frame numbers are integers from 1, "
+                "separated by commas"
+            )
+        numbers.append(int(item))
+    return numbers
+
+
+def parse_quality(value: str | None) -> int:
+    if value is None:
+        return 90
+    if not value.strip().isdigit() or not 1 <= int(value) <= 100:
+        raise MalformedRequest(f"quality must be an integer from 1 to 100, not {value!r}")
+    return int(value)
+
+
+def _number(value: str, what: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise MalformedRequest(f"window: {what} {value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise MalformedRequest(f"window: {what} {value!r} is not a finite number")
+    return number
+
+
+def parse_window(value: str | None) -> Window | None:
+    """``window=center,width[,function]``; function linear (default), linear-exact or
+    sigmoid (PS3.18 §8.3.5.1.3)."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",")]
+    if len(items) not in (2, 3):
+        raise MalformedRequest(f"window must be center,width[,function], not {value!r}")
+    center, width = _number(items[0], "center"), _number(items[1], "width")
+    function = items[2].lower() if len(items) == 3 else "linear"
+    if function not in _FUNCTIONS:
+        raise MalformedRequest(
+            f"window: function {items[2]!r} is not one of {', '.join(_FUNCTIONS)}"
+        )
+    if function == "linear" and width < 1:
+        raise MalformedRequest(f"window: width {items[1]} must be at least 1 for linear")
+    if width <= 0:
+        raise MalformedRequest(f"window: width {items[1]} must be greater than 0")
+    return Window(center, width, function)  # type: ignore[arg-type]
+
+
+def _integer(value: str, what: str) -> int:
+    text = value.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits.isdigit():
+        raise MalformedRequest(f"viewport: {what} {value!r} is not an integer")
+    return int(text)
+
+
+def parse_viewport(value: str | None) -> Viewport | None:
+    """``viewport=vw,vh[,sx,sy,sw,sh]``; source fields may be left empty for their
+    defaults; a negative sw or sh flips the picture on that axis."""
+    if value is None:
+        return None
+    items = value.split(",")
+    if len(items) not in (2, 6):
+        raise MalformedRequest(f"viewport must be vw,vh or vw,vh,sx,sy,sw,sh, not {value!r}")
+    vw, vh = _integer(items[0], "vw"), _integer(items[1], "vh")
+    for side, name in ((vw, "vw"), (vh, "vh")):
+        if not 1 <= side <= MAX_VIEWPORT:
+            raise MalformedRequest(f"viewport: {name} must be from 1 to {MAX_VIEWPORT}, not {side}")
+    if len(items) == 2:
+        return Viewport(vw, vh)
+    sx, sy, sw, sh = (
+        _integer(item, name) if item.strip() else None
+        for item, name in zip(items[2:], ("sx", "sy", "sw", "sh"), strict=True)
+    )
+    for number, name in ((sx, "sx"), (sy, "sy")):
+        if number is not None and number < 0:
+            raise MalformedRequest(f"viewport: {name} must not be negative, not {number}")
+    for number, name in ((sw, "sw"), (sh, "sh")):
+        if number == 0:
+            raise MalformedRequest(f"viewport: {name} must not be 0")
+    return Viewport(vw, vh, sx, sy, sw, sh)
+
+
+def choose_image(accept: str | None, *, multipart: bool) -> tuple[str, bool]:
+    """(media type, as multipart) for ``Accept``: image/jpeg (the default) or image/png,
+    alone or as the parts of multipart/related. Resources of several pictures are always
+    multipart; a bare image type names their parts' type."""
+    refusals = []
+    for media in parse_accept(accept):
+        if media.type in ("*/*", "image/*"):
+            return JPEG, multipart
+        if media.type in MEDIA_TYPES:
+            return media.type, multipart
+        if media.type == "multipart/related":
+            part = media.params.get("type", JPEG).lower()
+            if part in MEDIA_TYPES:
+                return part, True
+            refusals.append(f"multipart/related; type={part}")
+        else:
+            refusals.append(media.type)
+    raise NotAcceptable(
+        f"rendered images are offered as {' or '.join(MEDIA_TYPES)} (or multipart/related "
+        f"of them); not as {', '.join(refusals)}"
+    )
+
+
+def _warnings(annotation: str | None) -> dict[str, str] | None:
+    if annotation is None:
+        return None
+    return {
+        "Warning": '299 dicomweb "The annotation parameter is not supported; the image is '
+        'rendered without annotations."'
+    }
+
+
+def _options(
+    media_type: str, quality: str | None, window: str | None, viewport: str | None
+) -> RenderOptions:
+    return RenderOptions(
+        media_type=media_type,
+        quality=parse_quality(quality),
+        window=parse_window(window),
+        viewport=parse_viewport(viewport),
+    )
+
+
+def _location(root: str, frame: Frame) -> str:
+    ref = frame.ref
+    return (
+        f"{root}/studies/{ref.study_uid}/series/{ref.series_uid}/instances/{ref.sop_uid}"
+        f"/frames/{frame.number}/rendered"
+    )
+
+
+async def _multipart(
+    svc: RenderedService,
+    frames: list[Frame],
+    first: bytes,
+    options: RenderOptions,
+    boundary: str,
+    root: str,
+) -> AsyncIterator[bytes]:
+    for number, frame in enumerate(frames):
+        if number == 0:
+            body = first
+        else:
+            # The status line is sent; a picture that fails now is left out.
+            try:
+                body = await svc.render(frame, options)
+            except (MalformedRequest, NotAcceptable):
+                continue
+        header = part_header(
+            boundary, options.media_type, {"Content-Location": _location(root, frame)}
+        )
+        yield (b"\r\n" if number else b"") + header + body
+    yield closing_delimiter(boundary)
+
+
+_QUALITY = Parameter(
+    query="quality", required=False, description="JPEG quality 1-100 (default 90)."
+)
+_WINDOW = Parameter(
+    query="window",
+    required=False,
+    description="center,width[,function]: function linear (default), linear-exact or sigmoid.",
+)
+_VIEWPORT = Parameter(
+    query="viewport",
+    required=False,
+    description="vw,vh[,sx,sy,sw,sh]: fit the (source region of the) image into vw x vh.",
+)
+_ANNOTATION = Parameter(
+    query="annotation", required=False, description="Not supported: ignored with a Warning."
+)
+
+_RENDERED_DOC = (
+    "Accept: image/jpeg (default) or image/png; multipart/related; type=image/jpeg|png "
+    "for study, series and frame lists (one part per image instance or frame). An "
+    "instance is rendered by its first frame."
+)
+
+
+@get(
+    [_STUDY + "/rendered", _SERIES + "/rendered", _INSTANCE + "/rendered", _FRAMES + "/rendered"],
+    summary="Rendered study, series, instance or frames",
+    description=_RENDERED_DOC,
+    tags=["WADO-RS"],
+    responses=_ERRORS,
+)
+async def rendered(
+    request: Request[Any, Any, Any],
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+    frames: str | None = None,
+    quality: Annotated[str | None, _QUALITY] = None,
+    window: Annotated[str | None, _WINDOW] = None,
+    viewport: Annotated[str | None, _VIEWPORT] = None,
+    annotation: Annotated[str | None, _ANNOTATION] = None,
+) -> Response[bytes] | Stream:
+    uids(study, series, instance)
+    numbers = parse_frame_list(frames) if frames is not None else None
+    several = instance is None or (numbers is not None and len(numbers) > 1)
+    media_type, multipart = choose_image(request.headers.get("accept"), multipart=several)
+    options = _options(media_type, quality, window, viewport)
+    svc = services(request).rendered
+    targets = await svc.frames(study, series, instance, numbers)
+    first = await svc.render(targets[0], options)
+    if not multipart:
+        return Response(first, media_type=media_type, headers=_warnings(annotation))
+    boundary = make_boundary()
+    return Stream(
+        _multipart(svc, targets, first, options, boundary, base_url(request)),
+        media_type=f'multipart/related; type="{media_type}"; boundary={boundary}',
+        headers=_warnings(annotation),
+    )
+
+
+_THUMBNAIL_DOC = (
+    "One image/jpeg (default) or image/png, fitted into DICOMWEB_THUMBNAIL_SIZE pixels "
+    "square unless a viewport is given (never enlarged). Study: the middle image of the "
+    "first series (by Series Number) holding images; series: its middle image (by "
+    "Instance Number); instance: its first frame; frames: the first listed frame."
+)
+
+
+@get(
+    [
+        _STUDY + "/thumbnail",
+        _SERIES + "/thumbnail",
+        _INSTANCE + "/thumbnail",
+        _FRAMES + "/thumbnail",
+    ],
+    summary="Thumbnail of a study, series, instance or frame",
+    description=_THUMBNAIL_DOC,
+    tags=["WADO-RS"],
+    responses=_ERRORS,
+)
+async def thumbnail(
+    request: Request[Any, Any, Any],
+    study: str,
+    series: str | None = None,
+    instance: str | None = None,
+    frames: str | None = None,
+    quality: Annotated[str | None, _QUALITY] = None,
+    window: Annotated[str | None, _WINDOW] = None,
+    viewport: Annotated[str | None, _VIEWPORT] = None,
+    annotation: Annotated[str | None, _ANNOTATION] = None,
+) -> Response[bytes]:
+    uids(study, series, instance)
+    numbers = parse_frame_list(frames) if frames is not None else None
+    media_type, _ = choose_image(request.headers.get("accept"), multipart=False)
+    options = _options(media_type, quality, window, viewport)
+    svc = services(request).rendered
+    if options.viewport is None:
+        size = svc.thumbnail_size
+        options = options._replace(viewport=Viewport(size, size), shrink_only=True)
+    frame = await svc.representative(study, series, instance, numbers)
+    body = await svc.render(frame, options)
+    return Response(body, media_type=media_type, headers=_warnings(annotation))
