@@ -178,7 +178,9 @@ def apply_window(values: npt.NDArray[np.float64], window: Window) -> npt.NDArray
     (sigmoid), with an output range of 0..255."""
     center, width, function = window
     if function == "sigmoid":
-        out: npt.NDArray[np.float64] = 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        # exp overflows to inf past ~709, which is the right limit (0) but warns.
+        exponent = np.clip(-4.0 * (values - center) / width, -700.0, 700.0)
+        out: npt.NDArray[np.float64] = 255.0 / (1.0 + np.exp(exponent))
         return out
     if function == "linear":
         center -= 0.5
