@@ -76,7 +76,7 @@ class Study:
         self.sops: dict[str, str] = {}
         self.files: dict[str, bytes] = {}
 
-    def add(self, key: str, series: int, number: int, data: bytes) -> None:
+    def add(self, key: str, data: bytes) -> None:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         self.sops[key] = str(ds.SOPInstanceUID)
         self.files[key] = data
@@ -115,12 +115,12 @@ _FILES = {
 def study(server: ServerProcess) -> Study:
     st = Study()
     for key, (name, series, number, attrs) in _FILES.items():
-        st.add(key, series, number, restamp(name, st.uid, st.series[series], number, **attrs))
+        st.add(key, restamp(name, st.uid, st.series[series], number, **attrs))
     no_image = make_dataset(study=st.uid, series=st.series[1], instance_number=1)
     no_image.SeriesNumber = 1
     for keyword in ("PixelData", "Rows", "Columns", "BitsAllocated", "BitsStored"):
         delattr(no_image, keyword)
-    st.add("no_image", 1, 1, encode(no_image))
+    st.add("no_image", encode(no_image))
     with httpx.Client(base_url=server.root, timeout=60) as client:
         r = client.post("/studies", content=multipart(*st.files.values()), headers=stow_headers())
         assert r.status_code == 200, r.text
@@ -438,8 +438,11 @@ def test_instance_without_pixel_data_is_404(http: httpx.Client, study: Study) ->
         r = http.get(f"{study.path('no_image')}/{resource}")
         assert r.status_code == 404
         assert "no pixel data" in r.json()["detail"]
-    r = http.get(f"/studies/{study.uid}/series/{study.series[1]}/thumbnail")
-    assert r.status_code == 404 and "no image" in r.json()["detail"]
+    for resource in ("rendered", "thumbnail"):
+        r = http.get(f"/studies/{study.uid}/series/{study.series[1]}/{resource}")
+        assert r.status_code == 404
+        assert r.json()["detail"].startswith(f"series {study.series[1]} in study")
+        assert "holds no image" in r.json()["detail"]
 
 
 def test_undecodable_pixel_data_is_406(http: httpx.Client) -> None:
@@ -468,3 +471,27 @@ def test_large_instances_are_spooled_to_disk(
             client.get(f"/studies/{uid}/series/{series}/instances/{sop}/rendered", headers=PNG)
         )
     assert np.array_equal(got, windowed("MR_small.dcm", 600, 1600))
+
+
+def test_study_without_images_is_404(http: httpx.Client) -> None:
+    ds = make_dataset()
+    del ds.PixelData
+    assert (
+        http.post("/studies", content=multipart(encode(ds)), headers=stow_headers()).status_code
+        == 200
+    )
+    for resource in ("rendered", "thumbnail"):
+        r = http.get(f"/studies/{ds.StudyInstanceUID}/{resource}")
+        assert r.status_code == 404
+        assert r.json()["detail"].startswith(f"study {ds.StudyInstanceUID} holds no image")
+
+
+def test_multipart_can_be_asked_for_one_instance(http: httpx.Client, study: Study) -> None:
+    r = http.get(
+        study.path("mr") + "/rendered", headers={"Accept": 'multipart/related; type="image/png"'}
+    )
+    [(headers, body)] = split(r)
+    assert headers["content-type"] == "image/png"
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(body))), windowed("MR_small.dcm", 600, 1600)
+    )

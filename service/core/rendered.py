@@ -67,6 +67,16 @@ def _describe(ref: InstanceRef) -> str:
     return f"instance {ref.sop_uid} of series {ref.series_uid} in study {ref.study_uid}"
 
 
+def _no_image(study: str, series: str | None, sop: str | None, ref: InstanceRef) -> str:
+    if sop is not None:
+        what = f"{_describe(ref)} has no pixel data"
+    elif series is not None:
+        what = f"series {series} in study {study} holds no image"
+    else:
+        what = f"study {study} holds no image"
+    return what + ": only images have rendered representations"
+
+
 class RenderedService:
     def __init__(self, wado: WadoService, *, memory_bytes: int, thumbnail_size: int) -> None:
         self.wado = wado
@@ -81,12 +91,7 @@ class RenderedService:
         found = await self.wado.metadata(study, series, sop)
         images = [(ref, count) for ref, doc in found if (count := _frame_count(doc))]
         if not images:
-            what = _describe(found[0][0]) if sop is not None else "these instances"
-            raise NotFound(
-                f"{what} has no pixel data: only images have rendered representations"
-                if sop is not None
-                else f"no image is stored in {what}: only images have rendered representations"
-            )
+            raise NotFound(_no_image(study, series, sop, found[0][0]))
         return images
 
     async def frames(
@@ -135,9 +140,7 @@ class RenderedService:
                 return await self.representative(study, hit.series_uid)
             except NotFound:
                 continue
-        raise NotFound(
-            f"no image is stored in study {study}: only images have rendered representations"
-        )
+        raise NotFound(f"study {study} holds no image: only images have rendered representations")
 
     async def render(self, frame: Frame, options: RenderOptions) -> bytes:
         """The frame as JPEG or PNG bytes."""
