@@ -495,3 +495,26 @@ def test_multipart_can_be_asked_for_one_instance(http: httpx.Client, study: Stud
     assert np.array_equal(
         np.asarray(Image.open(io.BytesIO(body))), windowed("MR_small.dcm", 600, 1600)
     )
+
+
+def _store(http: httpx.Client, ds: Dataset) -> str:
+    r = http.post("/studies", content=multipart(encode(ds)), headers=stow_headers())
+    assert r.status_code == 200, r.text
+    return f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def test_palette_without_its_tables_is_406(http: httpx.Client) -> None:
+    ds = make_dataset(rows=8, cols=8)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    r = http.get(_store(http, ds) + "/rendered")
+    assert r.status_code == 406
+    assert "pixel attributes cannot be applied" in r.json()["detail"]
+
+
+def test_frames_too_large_to_draw_are_406(http: httpx.Client) -> None:
+    # The header claims 10000 x 10000 pixels; refused from the metadata, unread.
+    ds = make_dataset(rows=2, cols=2)
+    ds.Rows = ds.Columns = 10_000
+    r = http.get(_store(http, ds) + "/thumbnail")
+    assert r.status_code == 406
+    assert "100000000 pixels per frame" in r.json()["detail"]

@@ -21,10 +21,13 @@ import msgspec
 from service.core.search import Level, Query
 from service.core.wado import WadoService
 from service.errors import MalformedRequest, NotAcceptable, NotFound
-from service.imaging.render import DecodeFailed, RegionOutside, RenderOptions, render_frame
+from service.imaging.render import CannotRender, RegionOutside, RenderOptions, render_frame
 from service.index.base import InstanceRef
 
-__all__ = ["Frame", "RenderedService"]
+__all__ = ["MAX_RENDER_PIXELS", "Frame", "RenderedService"]
+
+#: Largest frame (Rows x Columns) drawn; decoding and windowing hold several copies of it.
+MAX_RENDER_PIXELS = 50_000_000
 
 
 class Frame(NamedTuple):
@@ -32,6 +35,8 @@ class Frame(NamedTuple):
 
     ref: InstanceRef
     number: int
+    #: Rows x Columns, to refuse pictures too large to draw before reading anything.
+    area: int = 0
 
 
 class _Element(msgspec.Struct):
@@ -42,6 +47,8 @@ class _ImageFacts(msgspec.Struct):
     """The few attributes of an instance's DICOM JSON that say whether it is an image."""
 
     frames: _Element | None = msgspec.field(default=None, name="00280008")
+    rows: _Element | None = msgspec.field(default=None, name="00280010")
+    columns: _Element | None = msgspec.field(default=None, name="00280011")
     pixel_data: dict[str, Any] | None = msgspec.field(default=None, name="7FE00010")
     float_pixel_data: dict[str, Any] | None = msgspec.field(default=None, name="7FE00008")
     double_pixel_data: dict[str, Any] | None = msgspec.field(default=None, name="7FE00009")
@@ -50,17 +57,26 @@ class _ImageFacts(msgspec.Struct):
 _facts = msgspec.json.Decoder(_ImageFacts)
 
 
-def _frame_count(doc: bytes) -> int:
-    """Frames of the image, 0 when the instance has no pixel data."""
+def _number(element: _Element | None, default: int) -> int:
+    try:
+        return int(element.Value[0]) if element is not None and element.Value else default
+    except (TypeError, ValueError):
+        return default
+
+
+class _Image(NamedTuple):
+    ref: InstanceRef
+    frames: int
+    area: int
+
+
+def _image(ref: InstanceRef, doc: bytes) -> _Image | None:
+    """The instance as an image, None when it has no pixel data."""
     facts = _facts.decode(doc)
     if not (facts.pixel_data or facts.float_pixel_data or facts.double_pixel_data):
-        return 0
-    if facts.frames is not None and facts.frames.Value:
-        try:
-            return max(int(facts.frames.Value[0]), 1)
-        except (TypeError, ValueError):
-            return 1
-    return 1
+        return None
+    area = _number(facts.rows, 0) * _number(facts.columns, 0)
+    return _Image(ref, max(_number(facts.frames, 1), 1), area)
 
 
 def _describe(ref: InstanceRef) -> str:
@@ -83,13 +99,11 @@ class RenderedService:
         self.memory_bytes = memory_bytes
         self.thumbnail_size = thumbnail_size
 
-    async def _images(
-        self, study: str, series: str | None, sop: str | None
-    ) -> list[tuple[InstanceRef, int]]:
-        """(instance, frame count) of every image of a study, series or instance, in the
+    async def _images(self, study: str, series: str | None, sop: str | None) -> list[_Image]:
+        """Every image of a study, series or instance, in the
         index's order; 404 when none is stored, or none of those stored is an image."""
         found = await self.wado.metadata(study, series, sop)
-        images = [(ref, count) for ref, doc in found if (count := _frame_count(doc))]
+        images = [image for ref, doc in found if (image := _image(ref, doc)) is not None]
         if not images:
             raise NotFound(_no_image(study, series, sop, found[0][0]))
         return images
@@ -105,15 +119,15 @@ class RenderedService:
         first frame of each image (a multi-frame instance is shown by its first frame)."""
         images = await self._images(study, series, sop)
         if numbers is None:
-            return [Frame(ref, 1) for ref, _ in images]
-        ref, count = images[0]
+            return [Frame(image.ref, 1, image.area) for image in images]
+        ref, count, area = images[0]
         for number in numbers:
             if number > count:
                 raise NotFound(
                     f"frame {number} does not exist: {_describe(ref)} has {count} "
                     f"frame{'s' if count != 1 else ''}"
                 )
-        return [Frame(ref, number) for number in numbers]
+        return [Frame(ref, number, area) for number in numbers]
 
     async def representative(
         self,
@@ -129,7 +143,8 @@ class RenderedService:
             if numbers is not None:
                 return (await self.frames(study, series, sop, numbers))[0]
             images = await self._images(study, series, sop)
-            return Frame(images[(len(images) - 1) // 2][0], 1)
+            middle = images[(len(images) - 1) // 2]
+            return Frame(middle.ref, 1, middle.area)
         page = await self.wado.index.search(
             self.wado.store, Query(level=Level.SERIES, study_uid=study, limit=10_000)
         )
@@ -144,6 +159,11 @@ class RenderedService:
 
     async def render(self, frame: Frame, options: RenderOptions) -> bytes:
         """The frame as JPEG or PNG bytes."""
+        if frame.area > MAX_RENDER_PIXELS:
+            raise NotAcceptable(
+                f"{_describe(frame.ref)} has {frame.area} pixels per frame, more than the "
+                f"{MAX_RENDER_PIXELS} rendered here; retrieve its frames instead"
+            )
         source = await self._open(frame.ref)
         try:
             return await anyio.to_thread.run_sync(_render, source, frame, options)
@@ -170,9 +190,9 @@ def _render(source: IO[bytes], frame: Frame, options: RenderOptions) -> bytes:
         return render_frame(source, frame.number - 1, options)
     except RegionOutside as exc:
         raise MalformedRequest(f"viewport: {exc}") from exc
-    except DecodeFailed as exc:
+    except CannotRender as exc:
         raise NotAcceptable(
             f"frame {frame.number} of {_describe(frame.ref)} (transfer syntax "
-            f"{frame.ref.transfer_syntax}) cannot be decoded here, so it cannot be "
-            f"rendered; retrieve the instance as stored instead. Decoder said: {exc}"
+            f"{frame.ref.transfer_syntax}) cannot be rendered here, {exc}; retrieve the "
+            "instance as stored instead"
         ) from exc

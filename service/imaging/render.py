@@ -33,7 +33,7 @@ __all__ = [
     "JPEG",
     "MEDIA_TYPES",
     "PNG",
-    "DecodeFailed",
+    "CannotRender",
     "RegionOutside",
     "RenderOptions",
     "Viewport",
@@ -80,9 +80,9 @@ class RenderOptions(NamedTuple):
     shrink_only: bool = False
 
 
-class DecodeFailed(Exception):
-    """The frame cannot be decoded here (no decoder for its transfer syntax, or the
-    decoders refuse the data). ``str()`` says why."""
+class CannotRender(Exception):
+    """The frame cannot be drawn here: no decoder for its transfer syntax, the decoders
+    refuse the data, or its pixel attributes make no sense. ``str()`` says why."""
 
 
 class RegionOutside(ValueError):
@@ -98,10 +98,18 @@ def render_frame(source: str | IO[bytes], frame: int, options: RenderOptions) ->
     try:
         arr = pixel_array(source, ds_out=ds, index=frame)  # type: ignore[arg-type]
     except (NotImplementedError, RuntimeError, ValueError, AttributeError) as exc:
-        raise DecodeFailed(" ".join(str(exc).split())[:400]) from exc
-    pixels = display_pixels(arr, ds, options.window)
+        raise CannotRender(f"the pixel data cannot be decoded: {_short(exc)}") from exc
+    try:
+        pixels = display_pixels(arr, ds, options.window)
+    except (ValueError, AttributeError, KeyError, IndexError, TypeError) as exc:
+        # e.g. PALETTE COLOR without its tables, a malformed LUT descriptor
+        raise CannotRender(f"the pixel attributes cannot be applied: {_short(exc)}") from exc
     pixels = fit(pixels, options.viewport, shrink_only=options.shrink_only)
     return encode(pixels, options.media_type, options.quality)
+
+
+def _short(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:400] or type(exc).__name__
 
 
 def display_pixels(
