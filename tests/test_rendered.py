@@ -373,6 +373,7 @@ def test_series_and_study_thumbnails_show_the_middle_image(
     [
         ({"quality": "0"}, "quality"),
         ({"quality": "high"}, "quality"),
+        ({"quality": "²"}, "quality"),
         ({"window": "40"}, "window"),
         ({"window": "a,b"}, "window"),
         ({"window": "40,0"}, "window"),
@@ -385,6 +386,7 @@ def test_series_and_study_thumbnails_show_the_middle_image(
         ({"viewport": "64,64,0,0,0,10"}, "viewport"),
         ({"viewport": "64,64,-1,0,10,10"}, "viewport"),
         ({"viewport": "64,64,x,0,10,10"}, "viewport"),
+        ({"viewport": "64,²"}, "viewport"),
         ({"viewport": "64,64,500,500,10,10"}, "viewport"),
     ],
 )
@@ -397,7 +399,7 @@ def test_bad_parameters_are_400(
         assert r.json()["detail"].startswith(named)
 
 
-@pytest.mark.parametrize("frames", ["0", "a", "1,,2", "-1", "1.5"])
+@pytest.mark.parametrize("frames", ["0", "a", "1,,2", "-1", "1.5", "²"])
 def test_malformed_frame_lists_are_400(http: httpx.Client, study: Study, frames: str) -> None:
     r = http.get(study.path("ybr_frames") + f"/frames/{frames}/rendered")
     assert r.status_code == 400

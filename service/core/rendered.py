@@ -100,8 +100,8 @@ class RenderedService:
         self.thumbnail_size = thumbnail_size
 
     async def _images(self, study: str, series: str | None, sop: str | None) -> list[_Image]:
-        """Every image of a study, series or instance, in the
-        index's order; 404 when none is stored, or none of those stored is an image."""
+        """Every image of a study, series or instance, in the index's order; 404 when
+        none is stored, or none of those stored is an image."""
         found = await self.wado.metadata(study, series, sop)
         images = [image for ref, doc in found if (image := _image(ref, doc)) is not None]
         if not images:
@@ -151,6 +151,8 @@ class RenderedService:
         if not page.hits:
             raise NotFound(f"study {study} is not stored here")
         for hit in page.hits:
+            if hit.series_uid is None:
+                continue
             try:
                 return await self.representative(study, hit.series_uid)
             except NotFound:
