@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pydicom
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, apply_windowing
@@ -330,12 +331,19 @@ def test_annotation_is_ignored_with_a_warning(http: httpx.Client, study: Study) 
 
 
 def test_series_and_study_rendered_are_multipart(http: httpx.Client, study: Study) -> None:
-    r = http.get(f"/studies/{study.uid}/series/{study.series[2]}/rendered")
+    r = http.get(
+        f"/studies/{study.uid}/series/{study.series[2]}/rendered", headers={"Accept": "*/*"}
+    )
     assert r.headers["content-type"].startswith('multipart/related; type="image/jpeg"')
     parts = split(r)
     assert len(parts) == 5
     assert all(Image.open(io.BytesIO(p)).size == (64, 64) for _, p in parts)
-    parts = split(http.get(f"/studies/{study.uid}/rendered", params={"viewport": "32,32"}))
+    r = http.get(
+        f"/studies/{study.uid}/rendered",
+        params={"viewport": "32,32"},
+        headers={"Accept": 'multipart/related; type="image/jpeg"'},
+    )
+    parts = split(r)
     # Every image instance once, the instance without pixel data left out.
     assert len(parts) == len(_FILES)
     assert all(max(Image.open(io.BytesIO(p)).size) == 32 for _, p in parts)
@@ -520,3 +528,44 @@ def test_frames_too_large_to_draw_are_406(http: httpx.Client) -> None:
     r = http.get(_store(http, ds) + "/thumbnail")
     assert r.status_code == 406
     assert "100000000 pixels per frame" in r.json()["detail"]
+
+
+def test_dicomweb_client_interoperates(server: ServerProcess, study: Study) -> None:
+    client = DICOMwebClient(url=server.root)
+    ds = pydicom.dcmread(io.BytesIO(study.files["mr"]), stop_before_pixels=True)
+    png = client.retrieve_instance_rendered(
+        study.uid,
+        ds.SeriesInstanceUID,
+        ds.SOPInstanceUID,
+        media_types=("image/png",),
+        params={"window": "1000,200"},
+    )
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(png))), windowed("MR_small.dcm", 1000, 200)
+    )
+    ds = pydicom.dcmread(io.BytesIO(study.files["ybr_frames"]), stop_before_pixels=True)
+    jpeg = client.retrieve_instance_frames_rendered(
+        study.uid, ds.SeriesInstanceUID, ds.SOPInstanceUID, frame_numbers=[7]
+    )
+    image = Image.open(io.BytesIO(jpeg))
+    assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (320, 240))
+    series = client.retrieve_series_rendered(
+        study.uid, study.series[2], media_types=("image/jpeg",)
+    )
+    image = Image.open(io.BytesIO(series))
+    assert (image.format, image.mode, image.size) == ("JPEG", "L", (64, 64))
+
+
+def test_an_image_type_gets_one_picture_of_several(http: httpx.Client, study: Study) -> None:
+    # A series or study as one picture: the image its thumbnail shows, at full size.
+    middle = http.get(study.path("mr_j2k") + "/rendered", headers=PNG).content
+    series = http.get(f"/studies/{study.uid}/series/{study.series[2]}/rendered", headers=PNG)
+    assert series.headers["content-type"] == "image/png" and series.content == middle
+    assert http.get(f"/studies/{study.uid}/rendered", headers=PNG).content == middle
+    frames = pydicom.dcmread(io.BytesIO(pydicom_file("SC_rgb_rle_2frame.dcm"))).pixel_array
+    r = http.get(study.path("rgb_2frame") + "/frames/2,1/rendered", headers={"Accept": "image/*"})
+    assert np.array_equal(picture(r, "JPEG").shape, frames[1].shape)
+    r = http.get(study.path("rgb_2frame") + "/frames/2,1/rendered", headers=PNG)
+    assert np.array_equal(picture(r), frames[1])
+    r = http.get(study.path("rgb_2frame") + "/frames/1,3/rendered", headers=PNG)
+    assert r.status_code == 404 and "frame 3" in r.json()["detail"]

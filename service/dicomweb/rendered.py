@@ -2,7 +2,9 @@
 
 ``/rendered`` of an instance or a frame is one ``image/jpeg`` or ``image/png``; of a
 frame list, a study or a series it is ``multipart/related`` with one picture per frame or
-per image instance. ``/thumbnail`` is always one picture: the listed frame, the
+per image instance, unless ``Accept`` names an image type, which can carry one picture
+only: then the first listed frame, or the image a thumbnail would show, is sent.
+``/thumbnail`` is always one picture: the listed frame, the
 instance's first frame, the middle image of a series, or that of the study's first
 series holding an image. Query parameters: ``window``, ``viewport``, ``quality``;
 ``annotation`` is not supported and answered with a ``Warning``.
@@ -110,9 +112,10 @@ _ANNOTATION = Parameter(
 )
 
 _RENDERED_DOC = (
-    "Accept: image/jpeg (default) or image/png; multipart/related; type=image/jpeg|png "
-    "for study, series and frame lists (one part per image instance or frame). An "
-    "instance is rendered by its first frame."
+    "Accept: image/jpeg (default) or image/png: one picture (an instance by its first "
+    "frame, a frame list by its first frame, a study or series by the image its thumbnail "
+    "shows). multipart/related; type=image/jpeg|png, or */* for a study, a series or "
+    "several frames: one part per image instance (its first frame) or per frame."
 )
 
 
@@ -137,13 +140,18 @@ async def rendered(
     uids(study, series, instance)
     numbers = parse_frame_list(frames) if frames is not None else None
     several = instance is None or (numbers is not None and len(numbers) > 1)
-    media_type, multipart = choose_image(request.headers.get("accept"), multipart=several)
+    media_type, multipart = choose_image(request.headers.get("accept"), several=several)
     options = _options(media_type, quality, window, viewport)
     svc = services(request).rendered
+    if not multipart:
+        if instance is None:
+            frame = await svc.representative(study, series)
+        else:
+            frame = (await svc.frames(study, series, instance, numbers))[0]
+        body = await svc.render(frame, options)
+        return Response(body, media_type=media_type, headers=_warnings(annotation))
     targets = await svc.frames(study, series, instance, numbers)
     first = await svc.render(targets[0], options)
-    if not multipart:
-        return Response(first, media_type=media_type, headers=_warnings(annotation))
     boundary = make_boundary()
     return Stream(
         _multipart(svc, targets, first, options, boundary, base_url(request)),
@@ -185,7 +193,7 @@ async def thumbnail(
 ) -> Response[bytes]:
     uids(study, series, instance)
     numbers = parse_frame_list(frames) if frames is not None else None
-    media_type, _ = choose_image(request.headers.get("accept"), multipart=False)
+    media_type, _ = choose_image(request.headers.get("accept"), several=False)
     options = _options(media_type, quality, window, viewport)
     svc = services(request).rendered
     if options.viewport is None:

@@ -116,16 +116,19 @@ def parse_viewport(value: str | None) -> Viewport | None:
     return Viewport(vw, vh, sx, sy, sw, sh)
 
 
-def choose_image(accept: str | None, *, multipart: bool) -> tuple[str, bool]:
+def choose_image(accept: str | None, *, several: bool) -> tuple[str, bool]:
     """(media type, as multipart) for ``Accept``: image/jpeg (the default) or image/png,
-    alone or as the parts of multipart/related. Resources of several pictures are always
-    multipart; a bare image type names their parts' type."""
+    alone or as the parts of multipart/related. ``*/*`` (or no Accept) gets multipart
+    when the resource holds ``several`` pictures; an image type (``image/png``,
+    ``image/*``) always gets a single picture, since that is all it can carry."""
     refusals = []
     for media in parse_accept(accept):
-        if media.type in ("*/*", "image/*"):
-            return JPEG, multipart
+        if media.type == "*/*":
+            return JPEG, several
+        if media.type == "image/*":
+            return JPEG, False
         if media.type in MEDIA_TYPES:
-            return media.type, multipart
+            return media.type, False
         if media.type == "multipart/related":
             part = media.params.get("type", JPEG).lower()
             if part in MEDIA_TYPES:
