@@ -569,3 +569,41 @@ def test_an_image_type_gets_one_picture_of_several(http: httpx.Client, study: St
     assert np.array_equal(picture(r), frames[1])
     r = http.get(study.path("rgb_2frame") + "/frames/1,3/rendered", headers=PNG)
     assert r.status_code == 404 and "frame 3" in r.json()["detail"]
+
+
+def test_etag_and_if_none_match(http: httpx.Client, study: Study) -> None:
+    path = study.path("ct") + "/thumbnail"
+    first = http.get(path)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"')
+    assert http.get(path).headers["etag"] == etag
+    again = http.get(path, headers={"If-None-Match": f'"other", W/{etag}'})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    others = {
+        http.get(path, params={"quality": "50"}).headers["etag"],
+        http.get(path, headers=PNG).headers["etag"],
+        http.get(study.path("ct") + "/rendered").headers["etag"],
+        http.get(study.path("mr") + "/thumbnail").headers["etag"],
+    }
+    assert len(others) == 4 and etag not in others
+    assert http.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_not_modified_does_not_read_the_file(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    server = start_server()
+    uid, series = new_uid(), new_uid()
+    data = restamp("CT_small.dcm", uid, series, 1)
+    sop = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).SOPInstanceUID
+    path = f"/studies/{uid}/series/{series}/instances/{sop}/rendered"
+    with httpx.Client(base_url=server.root, timeout=60) as client:
+        assert (
+            client.post("/studies", content=multipart(data), headers=stow_headers()).status_code
+            == 200
+        )
+        etag = client.get(path).headers["etag"]
+        [blob] = (server.data_dir / "blobs").rglob(f"{sop}.dcm")
+        blob.unlink()
+        assert client.get(path, headers={"If-None-Match": etag}).status_code == 304
+        assert client.get(path).status_code >= 500  # the file is gone: it was not read above

@@ -10,6 +10,7 @@ in a worker thread.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tempfile
 from collections.abc import AsyncIterator
@@ -21,7 +22,13 @@ import msgspec
 from service.core.search import Level, Query
 from service.core.wado import WadoService
 from service.errors import MalformedRequest, NotAcceptable, NotFound
-from service.imaging.render import CannotRender, RegionOutside, RenderOptions, render_frame
+from service.imaging.render import (
+    PIPELINE_VERSION,
+    CannotRender,
+    RegionOutside,
+    RenderOptions,
+    render_frame,
+)
 from service.index.base import InstanceRef
 
 __all__ = ["MAX_RENDER_PIXELS", "Frame", "RenderedService"]
@@ -158,6 +165,15 @@ class RenderedService:
             except NotFound:
                 continue
         raise NotFound(f"study {study} holds no image: only images have rendered representations")
+
+    @staticmethod
+    def etag(frame: Frame, options: RenderOptions) -> str:
+        """A strong entity tag of the picture ``render`` would return: it changes when
+        the stored instance (its SHA-256), the frame, the options or the pipeline do."""
+        key = msgspec.json.encode(
+            [PIPELINE_VERSION, frame.ref.sop_uid, frame.ref.sha256, frame.number, options]
+        )
+        return '"' + hashlib.sha256(key).hexdigest()[:32] + '"'
 
     async def render(self, frame: Frame, options: RenderOptions) -> bytes:
         """The frame as JPEG or PNG bytes."""

@@ -51,6 +51,30 @@ def _warnings(annotation: str | None) -> dict[str, str] | None:
     }
 
 
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+async def _picture(
+    request: Request[Any, Any, Any],
+    svc: RenderedService,
+    frame: Frame,
+    options: RenderOptions,
+    annotation: str | None,
+) -> Response[bytes]:
+    """One picture, or 304 when the client holds it already (If-None-Match), which
+    spares reading and decoding the instance."""
+    etag = svc.etag(frame, options)
+    headers = {"ETag": etag, **(_warnings(annotation) or {})}
+    if _matches(request.headers.get("if-none-match"), etag):
+        return Response(b"", status_code=304, headers=headers)
+    body = await svc.render(frame, options)
+    return Response(body, media_type=options.media_type, headers=headers)
+
+
 def _options(
     media_type: str, quality: str | None, window: str | None, viewport: str | None
 ) -> RenderOptions:
@@ -148,8 +172,7 @@ async def rendered(
             frame = await svc.representative(study, series)
         else:
             frame = (await svc.frames(study, series, instance, numbers))[0]
-        body = await svc.render(frame, options)
-        return Response(body, media_type=media_type, headers=_warnings(annotation))
+        return await _picture(request, svc, frame, options, annotation)
     targets = await svc.frames(study, series, instance, numbers)
     first = await svc.render(targets[0], options)
     boundary = make_boundary()
@@ -200,5 +223,4 @@ async def thumbnail(
         size = svc.thumbnail_size
         options = options._replace(viewport=Viewport(size, size), shrink_only=True)
     frame = await svc.representative(study, series, instance, numbers)
-    body = await svc.render(frame, options)
-    return Response(body, media_type=media_type, headers=_warnings(annotation))
+    return await _picture(request, svc, frame, options, annotation)

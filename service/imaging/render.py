@@ -32,6 +32,7 @@ from pydicom.pixels.utils import pixel_array
 __all__ = [
     "JPEG",
     "MEDIA_TYPES",
+    "PIPELINE_VERSION",
     "PNG",
     "CannotRender",
     "RegionOutside",
@@ -44,6 +45,8 @@ __all__ = [
     "render_frame",
 ]
 
+#: Changes whenever the same request would draw a different picture (for ETags).
+PIPELINE_VERSION = 1
 JPEG = "image/jpeg"
 PNG = "image/png"
 MEDIA_TYPES = (JPEG, PNG)
