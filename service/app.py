@@ -29,6 +29,7 @@ from service.dicomweb.cors import cors_config
 from service.dicomweb.frames import retrieve_frames
 from service.dicomweb.health import health, ready
 from service.dicomweb.qido import search_instances, search_series, search_studies
+from service.dicomweb.rendered import rendered, thumbnail
 from service.dicomweb.stow import stow
 from service.dicomweb.wado import metadata, retrieve
 from service.errors import ServiceError
@@ -90,6 +91,8 @@ def create_app(settings: Settings) -> Litestar:
             search_studies,
             search_series,
             search_instances,
+            rendered,
+            thumbnail,
         ],
     )
     return Litestar(

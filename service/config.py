@@ -158,6 +158,21 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         int, _doc("Instances transcoded at once (each in a worker thread)."), msgspec.Meta(ge=1)
     ] = 2
 
+    # Rendered images and thumbnails (issue: WADO-RS for viewers).
+    thumbnail_size: Annotated[
+        int,
+        _doc("Longest side of a thumbnail in pixels, when no viewport is asked for."),
+        msgspec.Meta(ge=16, le=1024),
+    ] = 128
+    render_memory_bytes: Annotated[
+        int,
+        _doc(
+            "Instances up to this size are read into memory to be rendered; larger ones "
+            "are spooled to a temporary file first."
+        ),
+        msgspec.Meta(gt=0),
+    ] = 32 * 1024**2
+
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError naming the problem.
         origins = self.cors_origin_list

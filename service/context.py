@@ -11,6 +11,7 @@ from service.config import Settings
 from service.core.frames import FrameService
 from service.core.metadata import MetadataDocuments
 from service.core.qido import QidoService
+from service.core.rendered import RenderedService
 from service.core.stow import StowService
 from service.core.wado import WadoService
 from service.index.base import Index
@@ -30,6 +31,7 @@ class Services(msgspec.Struct, kw_only=True):
     qido: QidoService
     metadata: MetadataDocuments
     frames: FrameService
+    rendered: RenderedService
 
     async def close(self) -> None:
         await self.index.close()
@@ -108,6 +110,11 @@ async def open_services(settings: Settings) -> Services:
         memory_bytes=settings.metadata_cache_bytes,
         warm_delay=settings.metadata_warm_delay,
     )
+    rendered = RenderedService(
+        wado,
+        memory_bytes=settings.render_memory_bytes,
+        thumbnail_size=settings.thumbnail_size,
+    )
     return Services(
         settings=settings,
         storage=storage,
@@ -117,4 +124,5 @@ async def open_services(settings: Settings) -> Services:
         qido=qido,
         metadata=metadata,
         frames=frames,
+        rendered=rendered,
     )
