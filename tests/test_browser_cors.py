@@ -1,4 +1,4 @@
-"""A browser on another origin reads a study's metadata and pixel data through CORS.
+"""A browser on another origin reads a study's metadata, pixel data and a frame through CORS.
 
 Headless Chromium (Debian's package, installed by ``make test``) loads a page from a
 test origin; the page's ``fetch()`` calls carry an Authorization header (so the
@@ -41,6 +41,12 @@ async function run() {
     out.contentRange = p.headers.get("Content-Range");
     const bytes = new Uint8Array(await p.arrayBuffer());
     out.pixels = btoa(String.fromCharCode(...bytes));
+    const instance = uri.split("/bulkdata/")[0];
+    const f = await fetch(instance + "/frames/1", {headers: headers("application/octet-stream")});
+    out.frameStatus = f.status;
+    out.frameType = f.headers.get("Content-Type");
+    const frame = new Uint8Array(await f.arrayBuffer());
+    out.frame = btoa(String.fromCharCode(...frame));
   } catch (e) {
     out.error = String(e);
   }
@@ -72,6 +78,9 @@ def test_viewer_on_another_origin_reads_metadata_and_pixels(start_server) -> Non
         assert seen["pixelStatus"] == 206
         assert seen["contentRange"] == f"bytes 0-99/{len(ds.PixelData)}"
         assert base64.b64decode(seen["pixels"]) == ds.PixelData[:100]
+        assert seen["frameStatus"] == 200
+        assert seen["frameType"].startswith("application/octet-stream")
+        assert base64.b64decode(seen["frame"]) == ds.PixelData  # one native frame
 
         # The same page from an origin the service does not list is refused by the
         # browser: fetch() rejects, nothing is read.
