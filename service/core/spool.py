@@ -13,6 +13,8 @@ from typing import IO, TypeVar
 
 import anyio.to_thread
 
+from service import offload
+
 __all__ = ["HeaderSpool"]
 
 T = TypeVar("T")
@@ -46,7 +48,7 @@ class HeaderSpool:
         if self._file is None:
             data = b"".join(self._chunks)
             self._chunks = [data]
-            return await anyio.to_thread.run_sync(parser, data, header_end)
+            return await offload.call(parser, data, header_end)  # parses a copy: pure
         file = self._file
 
         def run() -> T:

@@ -32,6 +32,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydicom import Dataset
 
+from service import offload
 from service.core.keys import instance_key
 from service.core.levels import level_documents
 from service.core.spool import HeaderSpool
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 
 # Hashing is done in a worker thread (hashlib releases the GIL), once per this many bytes.
 HASH_BATCH = 1024 * 1024
+#: Below this many bytes a batch is hashed on the event loop (about 30 µs).
+HASH_INLINE = 64 * 1024
 # How long an upload waits for a concurrent upload of the same SOP Instance UID.
 CLAIM_WAIT_SECONDS = 30.0
 CLAIM_POLL_SECONDS = 0.05
@@ -263,10 +266,15 @@ class _Part:
             await self.writer.write(data)
 
     async def _flush_hash(self) -> None:
-        batch, self.hash_batch, self.hash_batch_size = self.hash_batch, [], 0
-        if batch:
-            update = self.hasher.update
-            await anyio.to_thread.run_sync(lambda: [update(b) for b in batch])
+        batch, size = self.hash_batch, self.hash_batch_size
+        self.hash_batch, self.hash_batch_size = [], 0
+        update = self.hasher.update
+        if size <= HASH_INLINE:
+            # Hashing a small instance takes microseconds; a thread hop costs more.
+            for data in batch:
+                update(data)
+        else:
+            await offload.call(lambda: [update(b) for b in batch])
 
     async def _complete(self, scan: ScanResult) -> None:
         ds, ident, out, svc = self.ds, self.identity, self.outcome, self.svc
@@ -284,7 +292,7 @@ class _Part:
                 f"SOP Instance {ident.sop} is already stored with different "
                 "content; the stored instance is kept (DICOMWEB_DUPLICATES=reject)",
             )
-        described = await anyio.to_thread.run_sync(_describe, ds, scan)
+        described = await offload.call(_describe, ds, scan)
         record = InstanceRecord(
             store=svc.store,
             study_uid=ident.study,

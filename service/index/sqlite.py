@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from service import offload
 from service.core.search import Query, SearchPage
 from service.errors import BackendUnavailable
 from service.index.base import Claim, Index, InstanceRecord, InstanceRef
@@ -93,7 +94,9 @@ class SqliteIndex(Index):
             except sqlite3.OperationalError as exc:
                 raise BackendUnavailable(f"SQLite index {self.path}: {exc}") from exc
 
-        return await anyio.to_thread.run_sync(call)
+        # Reads and schema set-up only (writes go through the group commit): safe to
+        # abandon if the caller is cancelled.
+        return await offload.call(call)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; return once it is durable."""
