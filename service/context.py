@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import msgspec
 
 from service.config import Settings
+from service.core.liveness import ProcessLocks
 from service.core.qido import QidoService
-from service.core.stow import StowService
+from service.core.stow import PROCESS_TOKEN, StowService
 from service.core.wado import WadoService
 from service.index.base import Index
 from service.index.sqlite import SqliteIndex
@@ -25,10 +27,14 @@ class Services(msgspec.Struct, kw_only=True):
     stow: StowService
     wado: WadoService
     qido: QidoService
+    #: This process's liveness lock beside an embedded index (None for shared backends).
+    locks: ProcessLocks | None = None
 
     async def close(self) -> None:
         await self.index.close()
         await self.storage.close()
+        if self.locks is not None:
+            self.locks.close()
 
 
 async def _open_storage(url: str) -> BlobStore:
@@ -59,12 +65,22 @@ async def open_services(settings: Settings) -> Services:
         header_memory_bytes=settings.header_memory_bytes,
         duplicates=settings.duplicates,
     )
-    # The embedded index serves one process, so every claim left at start-up belongs to
-    # an upload that died with the previous process.
+    # Processes sharing the embedded index (the HTTP service, the DIMSE sidecar) each
+    # hold a lock beside it while they run: a claim left at start-up is cleared only
+    # when the process that took it is gone (service.core.liveness).
+    locks = None
     if isinstance(index, SqliteIndex):
-        await stow.recover(older_than=time.time())
+        locks = ProcessLocks(Path(str(index.path) + ".live"))
+        locks.hold(PROCESS_TOKEN)
+        await stow.recover(older_than=time.time(), alive=locks.alive)
     wado = WadoService(storage, index, store=settings.store)
     qido = QidoService(index, store=settings.store)
     return Services(
-        settings=settings, storage=storage, index=index, stow=stow, wado=wado, qido=qido
+        settings=settings,
+        storage=storage,
+        index=index,
+        stow=stow,
+        wado=wado,
+        qido=qido,
+        locks=locks,
     )
