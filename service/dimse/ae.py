@@ -36,6 +36,16 @@ IMPLEMENTATION_CLASS_UID = "2.25.283712048467823158961738540436429013245"
 IMPLEMENTATION_VERSION = "DICOMWEB_010"
 
 _UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+# pynetdicom accepts, of the syntaxes a peer proposes, the first in *our* list. A peer
+# proposing several can send any of them, so prefer what keeps its data as it is:
+# compressed syntaxes first (no decompression before sending), then the uncompressed
+# ones, Implicit VR Little Endian (the default every peer supports) last.
+_NATIVE = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"]
+_STORAGE_SYNTAXES = [
+    *(ts for ts in ALL_TRANSFER_SYNTAXES if ts not in (*_NATIVE, "1.2.840.10008.1.2")),
+    *_NATIVE,
+    "1.2.840.10008.1.2",
+]
 VERIFICATION = "1.2.840.10008.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
@@ -59,7 +69,7 @@ def build_ae(settings: Settings) -> AE:
     ae.add_supported_context(VERIFICATION, _UNCOMPRESSED)
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        ae.add_supported_context(context.abstract_syntax, _STORAGE_SYNTAXES)
     for model in (STUDY_ROOT_FIND, PATIENT_ROOT_FIND):
         ae.add_supported_context(model, _UNCOMPRESSED)
     return ae
