@@ -11,7 +11,9 @@ from pathlib import Path
 from tests.server import free_port
 
 
-def run(*args: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, timeout: float = 60, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """A DCMTK command (or any), with a timeout; output captured as text."""
     return subprocess.run(
         args, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
@@ -81,13 +83,27 @@ class StoreSCP:
     def start(self) -> StoreSCP:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            ["storescp", "-aet", self.ae_title, "+xa", "+B", "-od", str(self.folder), str(self.port)],
+            [
+                "storescp",
+                "-aet",
+                self.ae_title,
+                "+xa",
+                "+B",
+                "-od",
+                str(self.folder),
+                str(self.port),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if run("echoscu", "-aec", self.ae_title, "127.0.0.1", str(self.port), timeout=5).returncode == 0:
+            if (
+                run(
+                    "echoscu", "-aec", self.ae_title, "127.0.0.1", str(self.port), timeout=5
+                ).returncode
+                == 0
+            ):
                 return self
             time.sleep(0.1)
         raise RuntimeError("storescp did not start")

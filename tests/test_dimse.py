@@ -4,16 +4,15 @@ loopback, the HTTP service on the same data folder to read back what C-STORE sto
 from __future__ import annotations
 
 import sqlite3
-from io import BytesIO
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 
 import httpx
 import pydicom
 import pytest
-from pydicom.uid import UID
 
-from tests.dicomgen import encode, make_dataset, make_instance, new_uid
+from tests.dicomgen import encode, make_dataset, new_uid
 from tests.dimse import SidecarProcess, StoreSCP, run, split_part10
 from tests.helpers import PYDICOM_DATA
 from tests.server import ServerProcess
@@ -112,7 +111,7 @@ def test_store_keeps_bytes_in_each_transfer_syntax(
     assert dataset == split_part10(wire.read_bytes())[1]  # the data set exactly as sent
     back = pydicom.dcmread(BytesIO(meta + dataset))
     assert back.PixelData == ds.PixelData
-    
+
     assert back.file_meta.TransferSyntaxUID == syntax
     assert back.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert back.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
@@ -175,8 +174,12 @@ def test_find_study_level(pair: Pair, find_data: dict[str, str], tmp_path: Path)
     assert answer.QueryRetrieveLevel == "STUDY"
     # a date range, as QIDO-RS matches it
     dated = findscu(
-        pair, tmp_path, "QueryRetrieveLevel=STUDY", "StudyDate=20240301-20240331",
-        "PatientID=FINDPID*", "StudyInstanceUID",
+        pair,
+        tmp_path,
+        "QueryRetrieveLevel=STUDY",
+        "StudyDate=20240301-20240331",
+        "PatientID=FINDPID*",
+        "StudyInstanceUID",
     )
     assert [d.StudyInstanceUID for d in dated] == [find_data["study"]]
 
@@ -196,8 +199,12 @@ def test_find_series_level(pair: Pair, find_data: dict[str, str], tmp_path: Path
     assert by_modality["CT"].SeriesInstanceUID == find_data["ct"]
     assert int(by_modality["CT"].NumberOfSeriesRelatedInstances) == 2
     only_mr = findscu(
-        pair, tmp_path, "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={find_data['study']}",
-        "Modality=MR", "SeriesInstanceUID",
+        pair,
+        tmp_path,
+        "QueryRetrieveLevel=SERIES",
+        f"StudyInstanceUID={find_data['study']}",
+        "Modality=MR",
+        "SeriesInstanceUID",
     )
     assert [d.SeriesInstanceUID for d in only_mr] == [find_data["mr"]]
 
@@ -218,12 +225,20 @@ def test_find_image_level(pair: Pair, find_data: dict[str, str], tmp_path: Path)
 
 def test_find_patient_root(pair: Pair, find_data: dict[str, str], tmp_path: Path) -> None:
     patients = findscu(
-        pair, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID=FINDPID*", "PatientName",
+        pair,
+        tmp_path,
+        "QueryRetrieveLevel=PATIENT",
+        "PatientID=FINDPID*",
+        "PatientName",
         model="-P",
     )
     assert sorted(str(d.PatientName) for d in patients) == ["FIND^ALICE", "FIND^BOB"]
     studies = findscu(
-        pair, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID=FINDPID2", "StudyInstanceUID",
+        pair,
+        tmp_path,
+        "QueryRetrieveLevel=STUDY",
+        "PatientID=FINDPID2",
+        "StudyInstanceUID",
         model="-P",
     )
     assert [d.StudyInstanceUID for d in studies] == [find_data["other"]]
@@ -233,8 +248,17 @@ def test_find_bad_identifier_fails_and_scp_keeps_serving(pair: Pair, tmp_path: P
     out = tmp_path / "bad"
     out.mkdir()
     result = run(
-        "findscu", "-v", "-S", "-X", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
-        "-k", "StudyDate=2024-13-45", *pair.address,
+        "findscu",
+        "-v",
+        "-S",
+        "-X",
+        "-od",
+        str(out),
+        "-k",
+        "QueryRetrieveLevel=STUDY",
+        "-k",
+        "StudyDate=2024-13-45",
+        *pair.address,
     )
     assert "Failed: UnableToProcess" in result.stdout + result.stderr  # 0xC000
     assert list(out.glob("rsp*.dcm")) == []
