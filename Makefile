@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck check openapi sync clean bench-large system-deps
+.PHONY: run test lint typecheck check openapi sync clean bench-large bench-dimse system-deps
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -50,6 +50,10 @@ openapi: .venv/.synced
 ## STOW and retrieve a generated 2 GB multi-frame instance, reporting the server's peak RSS.
 bench-large: .venv/.synced
 	.venv/bin/python scripts/large_instance.py
+
+## C-STORE throughput: storescu of 500 x 512 KB instances into the sidecar and into Orthanc.
+bench-dimse: .venv/.synced system-deps
+	.venv/bin/python scripts/dimse_bench.py
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

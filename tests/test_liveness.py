@@ -117,3 +117,20 @@ def test_live_upload_claim_survives_another_process_start_up(
     finally:
         go_on.set()
         sidecar.stop()
+
+
+async def test_storage_start_up_keeps_temp_files_of_live_writers(tmp_path: Path) -> None:
+    from service.storage.local import LocalBlobStore
+
+    first = LocalBlobStore(tmp_path / "blobs")
+    await first.open()
+    writer = await first.open_writer("default/a.dcm")  # a live upload, holding its lock
+    await writer.write(b"x" * 10)
+    abandoned = tmp_path / "blobs" / ".tmp" / "crashed.part"  # no lock: its writer died
+    abandoned.write_bytes(b"left over")
+    second = LocalBlobStore(tmp_path / "blobs")
+    await second.open()
+    assert not abandoned.exists()
+    assert len(list((tmp_path / "blobs" / ".tmp").glob("*.part"))) == 1
+    await writer.commit()
+    assert (tmp_path / "blobs" / "default" / "a.dcm").read_bytes() == b"x" * 10
