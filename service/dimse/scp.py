@@ -60,7 +60,9 @@ _CHUNK = 1024 * 1024
 class StoredInstance(Protocol):
     """Called on the event loop after an instance is stored (forwarding rules)."""
 
-    async def __call__(self, outcome: InstanceOutcome, calling_ae: str, part10: bytes) -> None: ...
+    async def __call__(
+        self, outcome: InstanceOutcome, calling_ae: str, prefix: bytes, dataset: bytes
+    ) -> None: ...
 
 
 def store_status(outcome: InstanceOutcome) -> Dataset:
@@ -129,7 +131,7 @@ class Handlers:
             )
             outcome = self.portal.call(self._store, prefix, data, (sop_class, sop_instance))
             if outcome.stored and self.stored is not None:
-                self.portal.call(self.stored, outcome, calling_ae, prefix + data)
+                self.portal.call(self.stored, outcome, calling_ae, prefix, data)
         except Exception as exc:
             log.exception("C-STORE of %s from %s failed", sop_instance, calling_ae)
             outcome = InstanceOutcome(

@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import time
+from io import BytesIO
 from typing import Annotated
 
 import anyio
@@ -75,8 +76,6 @@ def load_destinations(settings: Settings) -> dict[str, Destination]:
 
 
 def _modality(part10: bytes) -> str:
-    from io import BytesIO
-
     ds = dcmread(BytesIO(part10), stop_before_pixels=True, specific_tags=["Modality"])
     return str(ds.get("Modality", "")).strip()
 
@@ -89,12 +88,14 @@ class Forwarder:
         self.destinations = destinations
         self.store = store
 
-    async def __call__(self, outcome: InstanceOutcome, calling_ae: str, part10: bytes) -> None:
+    async def __call__(
+        self, outcome: InstanceOutcome, calling_ae: str, prefix: bytes, dataset: bytes
+    ) -> None:
         if not self.destinations or outcome.sop_instance_uid is None:
             return
         modality = ""
         if any(d.modality for d in self.destinations.values()):
-            modality = await anyio.to_thread.run_sync(_modality, part10)
+            modality = await anyio.to_thread.run_sync(_modality, prefix + dataset)
         for destination in self.destinations.values():
             if destination.wants(modality, calling_ae):
                 job = Forward(
