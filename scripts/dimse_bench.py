@@ -85,6 +85,8 @@ def run_sidecar(corpus: Path, work: Path, count: int) -> float:
     proc = SidecarProcess(work / "data").start()
     try:
         elapsed = storescu(proc.port, proc.ae_title, corpus)
+    except RuntimeError as exc:
+        raise RuntimeError(f"into the sidecar: {exc}\n{proc.log.read_text()[-3000:]}") from None
     finally:
         proc.stop()
     with sqlite3.connect(work / "data" / "index.sqlite") as conn:
@@ -128,7 +130,11 @@ def run_orthanc(corpus: Path, work: Path, count: int) -> float:
             time.sleep(0.2)
         else:
             raise RuntimeError("Orthanc did not start")
-        elapsed = storescu(dicom_port, "ORTHANC", corpus)
+        try:
+            elapsed = storescu(dicom_port, "ORTHANC", corpus)
+        except RuntimeError as exc:
+            log = (work / "orthanc.log").read_text()[-3000:]
+            raise RuntimeError(f"into Orthanc: {exc}\n{log}") from None
         stored = httpx.get(url + "/statistics", timeout=30).json()["CountInstances"]
     finally:
         proc.terminate()
