@@ -130,8 +130,6 @@ class Handlers:
                 sop_class, sop_instance, str(event.context.transfer_syntax), calling_ae
             )
             outcome = self.portal.call(self._store, prefix, data, (sop_class, sop_instance))
-            if outcome.stored and self.stored is not None:
-                self.portal.call(self.stored, outcome, calling_ae, prefix, data)
         except Exception as exc:
             log.exception("C-STORE of %s from %s failed", sop_instance, calling_ae)
             outcome = InstanceOutcome(
@@ -140,6 +138,19 @@ class Handlers:
                 reason=reasons.PROCESSING_FAILURE,
                 message=f"the service failed while storing this instance: {exc}",
             )
+        if outcome.stored and self.stored is not None:
+            try:
+                self.portal.call(self.stored, outcome, calling_ae, prefix, data)
+            except Exception as exc:
+                # Stored, but its forwarding could not be queued: fail, so that the
+                # sender sends again (an identical re-send succeeds and queues again).
+                log.exception("queueing the forwarding of %s failed", sop_instance)
+                outcome = InstanceOutcome(
+                    part=1,
+                    sop_instance_uid=sop_instance,
+                    reason=reasons.PROCESSING_FAILURE,
+                    message=f"stored, but forwarding could not be queued: {exc}",
+                )
         if not outcome.stored:
             log.warning(
                 "C-STORE of %s from %s refused: %s", sop_instance, calling_ae, outcome.message
