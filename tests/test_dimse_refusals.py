@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +106,26 @@ def test_duplicates_identical_succeed_conflicting_fail(
     assert rows(sidecar).count(ds.SOPInstanceUID) == 1
     stored = next((sidecar.data_dir / "blobs").rglob(f"{ds.SOPInstanceUID}.dcm"))
     assert split_part10(stored.read_bytes())[1] == split_part10(first.read_bytes())[1]
+
+
+def test_association_limit(tmp_path: Path) -> None:
+    sidecar = SidecarProcess(tmp_path / "data", {"DICOMWEB_DIMSE_MAX_ASSOCIATIONS": "1"}).start()
+    try:
+        address = ["-aec", sidecar.ae_title, "127.0.0.1", str(sidecar.port)]
+        ae = AE(ae_title="HOLDER")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        held = ae.associate("127.0.0.1", sidecar.port, ae_title=sidecar.ae_title)
+        assert held.is_established
+        try:
+            busy = run("echoscu", "-v", *address)
+            assert busy.returncode != 0
+            assert "Association Rejected" in busy.stdout + busy.stderr
+        finally:
+            held.release()
+        # the released association's thread ends shortly after the release
+        deadline = time.monotonic() + 10
+        while run("echoscu", *address).returncode != 0:
+            assert time.monotonic() < deadline, "the freed association slot was not reused"
+            time.sleep(0.2)
+    finally:
+        sidecar.stop()
