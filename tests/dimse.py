@@ -36,13 +36,14 @@ class SidecarProcess:
     def start(self) -> SidecarProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "service", "dimse", "--port", str(self.port)]
+        seen = self.log.stat().st_size if self.log.exists() else 0  # earlier runs' lines
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sidecar exited: {self.log.read_text()}")
-            if "listening on" in self.log.read_text():
+            if b"listening on" in self.log.read_bytes()[seen:]:
                 return self
             time.sleep(0.05)
         self.stop()
