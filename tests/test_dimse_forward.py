@@ -96,10 +96,10 @@ def test_forwards_by_rule_byte_for_byte(
     sidecar = SidecarProcess(tmp_path / "data", sidecar_env(everything + mr_only)).start()
     sidecars.append(sidecar)
     sop, stored = send(sidecar, tmp_path)
-    wait_for(lambda: any(sop in p.name for p in dest.received()), what="delivery")
+    # storescp answers once it has written the file: a done job means a complete file
+    wait_for(lambda: [s for _, s, _ in job_states(sidecar)] == ["done"], what="job done")
     [received] = [p for p in dest.received() if sop in p.name]
     assert split_part10(received.read_bytes())[1] == split_part10(stored)[1]
-    wait_for(lambda: [s for _, s, _ in job_states(sidecar)] == ["done"], what="job done")
     listing = sidecar.jobs("list", "--state", "done").stdout
     assert f"forward {sop} to DEST" in listing and "status 0x0000" in listing
 
@@ -120,10 +120,13 @@ def test_destination_down_then_up_across_a_restart(
     sidecar.start()
     dest = StoreSCP(tmp_path / "dest", port=port).start()
     stores.append(dest)
-    wait_for(lambda: any(sop in p.name for p in dest.received()), what="delivery after restart")
+    wait_for(
+        lambda: [(i, s) for i, s, _ in job_states(sidecar)] == [(job, "done")],
+        what="delivery after restart",
+    )
     [received] = dest.received()
+    assert sop in received.name
     assert split_part10(received.read_bytes())[1] == split_part10(stored)[1]
-    wait_for(lambda: job_states(sidecar) == [(job, "done", job_states(sidecar)[0][2])], what="done")
 
 
 def test_dead_letter_listed_and_retried(
@@ -145,8 +148,8 @@ def test_dead_letter_listed_and_retried(
     assert dest.received() == []  # dead jobs are not run until an operator says so
     retried = sidecar.jobs("retry", "--all-dead")
     assert retried.returncode == 0 and f"{job}: pending again" in retried.stdout
-    wait_for(lambda: any(sop in p.name for p in dest.received()), what="delivery after retry")
     wait_for(lambda: [s for _, s, _ in job_states(sidecar)] == ["done"], what="job done")
+    assert [sop in p.name for p in dest.received()] == [True]
     assert sidecar.jobs("retry", job).returncode == 1  # no longer dead
 
 
