@@ -147,8 +147,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     dimse_forward: Annotated[
         str,
         _doc(
-            "Forwarding destinations and rules, a JSON list of objects: ae_title, host, "
-            "port, and optional modality and calling_ae lists (empty: forward nothing)."
+            "Forwarding and C-MOVE destinations, a JSON list of objects: ae_title, host, "
+            "port, and optional modality and calling_ae lists and forward (false: a "
+            "C-MOVE destination only); empty: none."
         ),
     ] = ""
     jobs: Annotated[

@@ -190,6 +190,7 @@ def test_rules_and_backoff() -> None:
     assert ct_from_ct01.wants("CT", "CT01")
     assert not ct_from_ct01.wants("MR", "CT01") and not ct_from_ct01.wants("CT", "OTHER")
     assert Destination(ae_title="A", host="h", port=1).wants("", "")
+    assert not Destination(ae_title="A", host="h", port=1, forward=False).wants("CT", "CT01")
     settings = load_settings({"DICOMWEB_JOB_RETRY_BASE": "2", "DICOMWEB_JOB_RETRY_MAX": "30"})
     worker = Worker(None, None, None, {}, settings)  # type: ignore[arg-type]
     assert [worker.backoff(n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]

@@ -2,7 +2,7 @@
 
 The AE accepts every storage SOP class in every transfer syntax pynetdicom knows
 (uncompressed, deflated and compressed: the data set is kept as received, never
-decoded), Verification, and the Study Root and Patient Root C-FIND models.
+decoded), Verification, and the Study Root and Patient Root FIND, GET and MOVE models.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ _STORAGE_SYNTAXES = [
 VERIFICATION = "1.2.840.10008.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+_RETRIEVE_MODELS = [
+    "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root MOVE
+    "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root GET
+    "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root MOVE
+    "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root GET
+]
 
 
 def allowed_calling_aes(settings: Settings) -> list[str]:
@@ -69,8 +75,12 @@ def build_ae(settings: Settings) -> AE:
     ae.add_supported_context(VERIFICATION, _UNCOMPRESSED)
     for context in AllStoragePresentationContexts:
         assert context.abstract_syntax is not None
-        ae.add_supported_context(context.abstract_syntax, _STORAGE_SYNTAXES)
-    for model in (STUDY_ROOT_FIND, PATIENT_ROOT_FIND):
+        # Both roles: we are the Storage SCP for C-STORE, and the SCU for the C-STORE
+        # sub-operations of a C-GET on the same association (SCP/SCU role selection).
+        ae.add_supported_context(
+            context.abstract_syntax, _STORAGE_SYNTAXES, scu_role=True, scp_role=True
+        )
+    for model in (STUDY_ROOT_FIND, PATIENT_ROOT_FIND, *_RETRIEVE_MODELS):
         ae.add_supported_context(model, _UNCOMPRESSED)
     return ae
 
@@ -97,6 +107,8 @@ def start_server(ae: AE, settings: Settings, handlers: Handlers) -> ThreadedAsso
             (evt.EVT_C_ECHO, handlers.echo),
             (evt.EVT_C_STORE, handlers.store),
             (evt.EVT_C_FIND, handlers.find),
+            (evt.EVT_C_GET, handlers.get),
+            (evt.EVT_C_MOVE, handlers.move),
         ],
     )
     assert server is not None

@@ -1,4 +1,4 @@
-"""The sidecar's service class providers: C-ECHO, C-STORE and C-FIND handlers.
+"""The sidecar's service class providers: C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE.
 
 pynetdicom calls these in its own association threads; the store, index and job queue
 are async and live on the sidecar's event loop. Each handler hands its work to that loop
@@ -23,11 +23,14 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID
 from pynetdicom.events import Event
+from pynetdicom.presentation import build_context
 
 from service.core.stow import InstanceOutcome, StowService
 from service.dicom import reasons
 from service.dimse.ae import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 from service.dimse.find import FindService
+from service.dimse.retrieve import RetrieveService
+from service.index.base import InstanceRef
 
 __all__ = ["Handlers", "StoredInstance", "part10_prefix", "store_status"]
 
@@ -44,6 +47,9 @@ PROCESSING_FAILURE = 0x0110
 DUPLICATE_SOP_INSTANCE = 0x0111
 #: PS3.4 C.4.1.1.4 (C-FIND): unable to process.
 UNABLE_TO_PROCESS = 0xC000
+#: PS3.4 C.4.2.1.4 / C.4.3.1.4 (C-MOVE, C-GET): identifier does not match SOP class.
+IDENTIFIER_MISMATCH = 0xA900
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 _STATUS_FOR_REASON = {
     reasons.OUT_OF_RESOURCES: OUT_OF_RESOURCES,
@@ -109,12 +115,17 @@ class Handlers:
         portal: BlockingPortal,
         stow: StowService,
         find: FindService,
+        retrieve: RetrieveService,
         stored: StoredInstance | None = None,
+        move_destinations: dict[str, tuple[str, int]] | None = None,
     ) -> None:
         self.portal = portal
         self.stow = stow
         self.finder = find
+        self.retriever = retrieve
         self.stored = stored
+        #: C-MOVE destinations: AE title -> (host, port).
+        self.move_destinations = move_destinations or {}
 
     def echo(self, _event: Event) -> int:
         return SUCCESS
@@ -185,3 +196,53 @@ class Handlers:
             if not more:
                 return
             offset += plan.page_size
+
+    def _retrieval(self, event: Event, what: str) -> list[InstanceRef] | Dataset:
+        """The instances to send, or the failure identifier."""
+        try:
+            return self.portal.call(self.retriever.instances, event.identifier)
+        except ValueError as exc:
+            log.warning("%s refused: %s", what, exc)
+            failure = Dataset()
+            failure.FailedSOPInstanceUIDList = []
+            return failure
+
+    def _send(self, event: Event, refs: list[InstanceRef]) -> Iterator[Any]:
+        yield len(refs)
+        for ref in refs:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            yield PENDING, self.portal.call(self.retriever.load, ref)
+
+    def get(self, event: Event) -> Iterator[Any]:
+        refs = self._retrieval(event, "C-GET")
+        if isinstance(refs, Dataset):
+            # pynetdicom answers success at once for zero sub-operations; one (never
+            # started) lets the failure through, counted as failed.
+            yield 1
+            yield IDENTIFIER_MISMATCH, refs
+            return
+        yield from self._send(event, refs)
+
+    def move(self, event: Event) -> Iterator[Any]:
+        title = str(event.move_destination or "").strip()
+        destination = self.move_destinations.get(title)
+        if destination is None:
+            log.warning("C-MOVE to unknown destination %r refused", title)
+            yield None, None  # pynetdicom answers 0xA801, move destination unknown
+            return
+        refs = self._retrieval(event, "C-MOVE")
+        if isinstance(refs, Dataset):
+            yield destination
+            yield 1
+            yield IDENTIFIER_MISMATCH, refs
+            return
+        # Propose what will be sent: each SOP class in its stored transfer syntax, and
+        # Explicit VR Little Endian as a fallback pydicom can convert to.
+        contexts = sorted(
+            {(r.sop_class_uid, r.transfer_syntax) for r in refs}
+            | {(r.sop_class_uid, EXPLICIT_LE) for r in refs}
+        )
+        yield (*destination, {"contexts": [build_context(c, t) for c, t in contexts[:128]]})
+        yield from self._send(event, refs)

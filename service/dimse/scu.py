@@ -54,10 +54,14 @@ class Destination(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     modality: list[str] = []
     #: Only instances received from these calling AE titles; empty: any.
     calling_ae: list[str] = []
+    #: False: a C-MOVE destination only, nothing is forwarded to it.
+    forward: bool = True
 
     def wants(self, modality: str, calling_ae: str) -> bool:
-        return (not self.modality or modality in self.modality) and (
-            not self.calling_ae or calling_ae in self.calling_ae
+        return (
+            self.forward
+            and (not self.modality or modality in self.modality)
+            and (not self.calling_ae or calling_ae in self.calling_ae)
         )
 
 

@@ -18,6 +18,7 @@ from service.config import Settings
 from service.context import open_services
 from service.dimse.ae import build_ae, start_server
 from service.dimse.find import FindService
+from service.dimse.retrieve import RetrieveService
 from service.dimse.scp import Handlers
 from service.dimse.scu import Forwarder, Worker, load_destinations
 from service.jobs.backends import open_jobs
@@ -40,7 +41,9 @@ async def run(settings: Settings) -> None:
                 portal,
                 services.stow,
                 FindService(services.qido, page_size=settings.qido_max_limit),
+                RetrieveService(services.index, services.storage, store=settings.store),
                 Forwarder(jobs, destinations, settings.store),
+                {title: (d.host, d.port) for title, d in destinations.items()},
             )
             ae = build_ae(settings)
             server = await anyio.to_thread.run_sync(start_server, ae, settings, handlers)
@@ -50,7 +53,7 @@ async def run(settings: Settings) -> None:
                 settings.dimse_ae_title,
                 host,
                 port,
-                ", ".join(destinations) or "nobody",
+                ", ".join(t for t, d in destinations.items() if d.forward) or "nobody",
             )
             worker = Worker(jobs, services.storage, services.index, destinations, settings)
             tasks.start_soon(worker.run)
