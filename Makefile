@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DATA_DIR ?= ./data
 
-.PHONY: run test lint typecheck check openapi sync clean bench bench-large bench-large-s3 system-deps
+.PHONY: run test lint typecheck check openapi sync clean bench bench-large bench-large-s3 bench-dimse system-deps
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -60,6 +60,10 @@ PROFILE ?= default
 RUNS ?= 1
 bench: .venv/.synced
 	.venv/bin/python bench/compare.py --profile $(PROFILE) --runs $(RUNS)
+
+## C-STORE throughput: storescu of 500 x 512 KB instances into the sidecar and into Orthanc.
+bench-dimse: .venv/.synced system-deps
+	.venv/bin/python scripts/dimse_bench.py
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Command line: ``python -m service serve | openapi | config | init-aws``."""
+"""Command line: ``python -m service serve | dimse | jobs | openapi | config | init-aws``."""
 
 from __future__ import annotations
 
@@ -17,10 +17,7 @@ def _serve(settings: Settings) -> None:
 
     from service.app import create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _logging(settings)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -30,6 +27,32 @@ def _serve(settings: Settings) -> None:
         http="httptools",
         loop="uvloop",
     )
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _dimse(settings: Settings) -> None:
+    import anyio
+
+    from service.dimse.sidecar import run
+
+    _logging(settings)
+    anyio.run(run, settings)
+
+
+def _jobs(settings: Settings, args: argparse.Namespace) -> int:
+    import anyio
+
+    from service.jobs.cli import list_jobs, retry_jobs
+
+    if args.jobs_command == "list":
+        return anyio.run(list_jobs, settings, args.state)
+    return anyio.run(retry_jobs, settings, args.id, args.all_dead)
 
 
 def _openapi(settings: Settings) -> None:
@@ -67,6 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (DICOMWEB_HOST)")
     serve.add_argument("--port", type=int, help="listen port (DICOMWEB_PORT)")
     serve.add_argument("--data-dir", help="data folder (DICOMWEB_DATA_DIR)")
+    dimse = commands.add_parser("dimse", help="run the DIMSE sidecar (DICOMWEB_DIMSE_*)")
+    dimse.add_argument("--port", type=int, help="listen port (DICOMWEB_DIMSE_PORT)")
+    dimse.add_argument("--data-dir", help="data folder (DICOMWEB_DATA_DIR)")
+    jobs = commands.add_parser("jobs", help="list or retry background jobs")
+    job_commands = jobs.add_subparsers(dest="jobs_command", required=True)
+    listing = job_commands.add_parser("list", help="list jobs, oldest first")
+    listing.add_argument("--state", choices=["pending", "running", "done", "dead"])
+    retry = job_commands.add_parser("retry", help="run dead-lettered jobs again")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", help="the job id")
+    which.add_argument("--all-dead", action="store_true", help="every dead job")
     commands.add_parser("openapi", help="print the OpenAPI document")
     commands.add_parser("config", help="list the DICOMWEB_* settings")
     commands.add_parser(
@@ -81,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {}
         if args.command == "serve":
             overrides = {"host": args.host, "port": args.port, "data_dir": args.data_dir}
+        elif args.command == "dimse":
+            overrides = {"dimse_port": args.port, "data_dir": args.data_dir}
         settings = load_settings(overrides=overrides)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -89,6 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         _serve(settings)
     elif args.command == "init-aws":
         return _init_aws(settings)
+    elif args.command == "dimse":
+        try:
+            _dimse(settings)
+        except ConfigError as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+    elif args.command == "jobs":
+        return _jobs(settings, args)
     else:
         _openapi(settings)
     return 0

@@ -173,6 +173,65 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         msgspec.Meta(gt=0),
     ] = 32 * 1024**2
 
+    # DIMSE sidecar (issue 6: `python -m service dimse`) and its durable job queue.
+    dimse_ae_title: Annotated[
+        str,
+        _doc("AE title of the DIMSE sidecar."),
+        msgspec.Meta(pattern=r"^[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]{0,15}$"),
+    ] = "DICOMWEB"
+    dimse_host: Annotated[str, _doc("Address the DIMSE sidecar listens on.")] = "127.0.0.1"
+    dimse_port: Annotated[
+        int, _doc("TCP port the DIMSE sidecar listens on."), msgspec.Meta(ge=0, le=65535)
+    ] = 11112
+    dimse_allowed_calling_aes: Annotated[
+        str,
+        _doc("Calling AE titles allowed to associate, comma-separated; empty: any."),
+    ] = ""
+    dimse_max_associations: Annotated[
+        int, _doc("Most DIMSE associations served at once."), msgspec.Meta(ge=1)
+    ] = 10
+    dimse_acse_timeout: Annotated[
+        float, _doc("Seconds to wait for association messages (ACSE)."), msgspec.Meta(gt=0)
+    ] = 30.0
+    dimse_timeout: Annotated[
+        float, _doc("Seconds to wait for DIMSE messages."), msgspec.Meta(gt=0)
+    ] = 30.0
+    dimse_network_timeout: Annotated[
+        float, _doc("Seconds an idle association is kept open."), msgspec.Meta(gt=0)
+    ] = 60.0
+    dimse_tls_cert: Annotated[str, _doc("PEM certificate for DIMSE over TLS; empty: no TLS.")] = ""
+    dimse_tls_key: Annotated[str, _doc("PEM private key for dimse_tls_cert.")] = ""
+    dimse_tls_ca: Annotated[
+        str, _doc("PEM CA bundle: when set, peers must present a certificate it signed.")
+    ] = ""
+    dimse_forward: Annotated[
+        str,
+        _doc(
+            "Forwarding and C-MOVE destinations, a JSON list of objects: ae_title, host, "
+            "port, and optional modality and calling_ae lists and forward (false: a "
+            "C-MOVE destination only); empty: none."
+        ),
+    ] = ""
+    jobs: Annotated[
+        str, _doc("Job queue URL: sqlite:///abs/path.sqlite, or empty for <data_dir>/jobs.sqlite.")
+    ] = ""
+    job_retry_base: Annotated[
+        float,
+        _doc("Seconds before a failed job's first retry; doubles each time."),
+        msgspec.Meta(gt=0),
+    ] = 2.0
+    job_retry_max: Annotated[
+        float, _doc("Longest wait between retries of a job, in seconds."), msgspec.Meta(gt=0)
+    ] = 300.0
+    job_max_attempts: Annotated[
+        int, _doc("Attempts before a job is dead-lettered."), msgspec.Meta(ge=1)
+    ] = 10
+    job_lease: Annotated[
+        float,
+        _doc("Seconds a worker holds a job; a job still claimed after that runs again."),
+        msgspec.Meta(gt=0),
+    ] = 300.0
+
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError naming the problem.
         origins = self.cors_origin_list
@@ -198,6 +257,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         if self.index:
             return self.index
         return "sqlite:///" + str(Path(self.data_dir).resolve() / "index.sqlite").lstrip("/")
+
+    @property
+    def jobs_url(self) -> str:
+        if self.jobs:
+            return self.jobs
+        return "sqlite:///" + str(Path(self.data_dir).resolve() / "jobs.sqlite").lstrip("/")
 
     @property
     def dicomweb_root(self) -> str:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 import msgspec
 
 from service.config import Settings
 from service.core.frames import FrameService
+from service.core.liveness import ProcessLocks
 from service.core.metadata import MetadataDocuments
 from service.core.qido import QidoService
 from service.core.rendered import RenderedService
-from service.core.stow import StowService
+from service.core.stow import PROCESS_TOKEN, StowService
 from service.core.wado import WadoService
 from service.index.base import Index
 from service.index.sqlite import SqliteIndex
@@ -32,10 +34,14 @@ class Services(msgspec.Struct, kw_only=True):
     metadata: MetadataDocuments
     frames: FrameService
     rendered: RenderedService
+    #: This process's liveness lock beside an embedded index (None for shared backends).
+    locks: ProcessLocks | None = None
 
     async def close(self) -> None:
         await self.index.close()
         await self.storage.close()
+        if self.locks is not None:
+            self.locks.close()
 
 
 async def _open_storage(settings: Settings) -> BlobStore:
@@ -82,10 +88,14 @@ async def open_services(settings: Settings) -> Services:
         header_memory_bytes=settings.header_memory_bytes,
         duplicates=settings.duplicates,
     )
-    # The embedded index serves one process, so every claim left at start-up belongs to
-    # an upload that died with the previous process.
+    # Processes sharing the embedded index (the HTTP service, the DIMSE sidecar) each
+    # hold a lock beside it while they run: a claim left at start-up is cleared only
+    # when the process that took it is gone (service.core.liveness).
+    locks = None
     if isinstance(index, SqliteIndex):
-        await stow.recover(older_than=time.time())
+        locks = ProcessLocks(Path(str(index.path) + ".live"))
+        locks.hold(PROCESS_TOKEN)
+        await stow.recover(older_than=time.time(), alive=locks.alive)
     # Decoding and transcoding share one pool of worker slots: they are CPU-bound.
     limiter = anyio.CapacityLimiter(settings.transcode_workers)
     wado = WadoService(
@@ -125,4 +135,5 @@ async def open_services(settings: Settings) -> Services:
         metadata=metadata,
         frames=frames,
         rendered=rendered,
+        locks=locks,
     )

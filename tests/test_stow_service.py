@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from service.core.keys import instance_key
@@ -172,4 +174,36 @@ async def test_large_header_spills_and_still_stores(tmp_path: Path) -> None:
     assert (tmp_path / "blobs" / ref.blob_key).read_bytes() == data
     [(_, doc)] = await index.metadata("default", ds.StudyInstanceUID)
     assert b'"00420011":{"vr":"OB","BulkDataURI":"{+bulk}/bulkdata/00420011"}' in doc
+    await index.close()
+
+
+async def test_store_instance_runs_the_stow_pipeline(tmp_path: Path) -> None:
+    service, index = await make_service(tmp_path)
+    data = make_instance()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    expected = (ds.SOPClassUID, ds.SOPInstanceUID)
+    outcome = await service.store_instance(chunks(data, 300), expected=expected)
+    assert outcome.stored and outcome.sop_instance_uid == ds.SOPInstanceUID
+    ref = await index.find("default", ds.SOPInstanceUID)
+    assert ref is not None and (tmp_path / "blobs" / ref.blob_key).read_bytes() == data
+    # identical again: success; announced as another instance: 0xA900, nothing stored
+    assert (await service.store_instance(chunks(data), expected=expected)).stored
+    other = make_instance()
+    wrong = await service.store_instance(chunks(other), expected=expected)
+    assert (wrong.stored, wrong.reason) == (False, reasons.DATASET_MISMATCH)
+    service.max_request_bytes = 100
+    big = await service.store_instance(chunks(make_instance()))
+    assert (big.stored, big.reason) == (False, reasons.OUT_OF_RESOURCES)
+    assert len(files_under(tmp_path / "blobs")) == 1
+    assert await index.stale_claims(time.time() + 1) == []
+    await index.close()
+
+
+async def test_recovery_keeps_claims_of_live_processes(tmp_path: Path) -> None:
+    service, index = await make_service(tmp_path)
+    assert await index.claim("default", "1.5", "default/live.dcm", "aaaa-1")
+    assert await index.claim("default", "1.6", "default/dead.dcm", "bbbb-1")
+    cleared = await service.recover(time.time() + 1, alive=lambda token: token == "aaaa")
+    assert cleared == 1
+    assert [c.owner for c in await index.stale_claims(time.time() + 1)] == ["aaaa-1"]
     await index.close()

@@ -22,7 +22,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal, NamedTuple
 
 import anyio
@@ -53,7 +53,7 @@ from service.errors import (
 from service.index.base import Index, InstanceRecord, InstanceRef
 from service.storage.base import BlobStore, BlobWriter
 
-__all__ = ["InstanceOutcome", "StowResult", "StowService"]
+__all__ = ["PROCESS_TOKEN", "InstanceOutcome", "StowResult", "StowService", "claim_process"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,15 @@ HASH_INLINE = 64 * 1024
 CLAIM_WAIT_SECONDS = 30.0
 CLAIM_POLL_SECONDS = 0.05
 
-_PROCESS = uuid.uuid4().hex[:12]
+#: This process's token. Every claim it takes is owned by ``f"{PROCESS_TOKEN}-{n}"``, so
+#: start-up recovery can tell claims of a live process from those of a dead one.
+PROCESS_TOKEN = uuid.uuid4().hex[:12]
 _SEQUENCE = itertools.count()
+
+
+def claim_process(owner: str) -> str:
+    """The process token of a claim's owner."""
+    return owner.partition("-")[0]
 
 
 class InstanceOutcome(msgspec.Struct, kw_only=True):
@@ -103,10 +110,18 @@ class _Identity(NamedTuple):
 class _Part:
     """One part's journey from bytes to a committed instance."""
 
-    def __init__(self, service: StowService, number: int, study_uid: str | None) -> None:
+    def __init__(
+        self,
+        service: StowService,
+        number: int,
+        study_uid: str | None,
+        expected: tuple[str, str] | None = None,
+    ) -> None:
         self.svc = service
         self.outcome = InstanceOutcome(part=number)
         self.expected_study = study_uid
+        # (SOP Class UID, SOP Instance UID) the sender announced (C-STORE request).
+        self.expected = expected
         self.scanner = Part10Scanner()
         self.spool: HeaderSpool | None = HeaderSpool(service.header_memory_bytes)
         self.hasher = hashlib.sha256()
@@ -182,7 +197,7 @@ class _Part:
         assert spool is not None
         self.ds = ds = await spool.parse(parse_header, header_end)
         self.identity = ident = self._validate(ds)
-        self.owner = f"{_PROCESS}-{next(_SEQUENCE)}"
+        self.owner = f"{PROCESS_TOKEN}-{next(_SEQUENCE)}"
         await self._claim(ident.study, ident.series, ident.sop)
         if self.key:
             self.writer = await self.svc.storage.open_writer(self.key)
@@ -215,6 +230,12 @@ class _Part:
             sop=out.sop_instance_uid or "",
             sop_class=out.sop_class_uid or "",
         )
+        if self.expected is not None and (ident.sop_class, ident.sop) != self.expected:
+            raise InstanceRejected(
+                reasons.DATASET_MISMATCH,
+                f"the data set is SOP Class {ident.sop_class}, SOP Instance {ident.sop}; "
+                f"the request announced {self.expected[0]}, {self.expected[1]}",
+            )
         if self.expected_study is not None and ident.study != self.expected_study:
             raise InstanceRejected(
                 reasons.STUDY_MISMATCH,
@@ -592,14 +613,45 @@ class StowService:
             raise MalformedRequest("the request body contains no DICOM instance")
         return StowResult(outcomes=upload.outcomes, error=error)
 
-    async def recover(self, older_than: float) -> int:
+    async def store_instance(
+        self, chunks: AsyncIterator[bytes], *, expected: tuple[str, str] | None = None
+    ) -> InstanceOutcome:
+        """Store one Part 10 instance (the DIMSE C-STORE path).
+
+        The same pipeline as each part of :meth:`store_body`: the same validation,
+        claims, duplicate policy, reason codes and two-phase commit. ``expected`` is the
+        (SOP Class UID, SOP Instance UID) the instance must have (0xA900 otherwise).
+        """
+        part = _Part(self, 1, None, expected)
+        try:
+            received = 0
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > self.max_request_bytes:
+                    return await part.abort(
+                        reasons.OUT_OF_RESOURCES,
+                        f"the instance exceeds the limit of {self.max_request_bytes} bytes "
+                        "(DICOMWEB_MAX_REQUEST_BYTES)",
+                    )
+                await part.feed(chunk)
+            return await part.finish()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await part.abort(reasons.PROCESSING_FAILURE, "store interrupted")
+            raise
+
+    async def recover(self, older_than: float, alive: Callable[[str], bool] | None = None) -> int:
         """Clean up after uploads that died between claim and commit (a crash).
 
         A claim older than ``older_than`` whose blob no committed row points at has its
-        blob deleted. Returns how many claims were cleared.
+        blob deleted. ``alive`` says whether the process that took a claim (its
+        :data:`PROCESS_TOKEN`) still runs; claims of live processes are kept. Returns
+        how many claims were cleared.
         """
         cleared = 0
         for claim in await self.index.stale_claims(older_than):
+            if alive is not None and alive(claim_process(claim.owner)):
+                continue
             ref = await self.index.find(claim.store, claim.sop_uid)
             if ref is None or ref.blob_key != claim.blob_key:
                 await self.storage.delete(claim.blob_key)

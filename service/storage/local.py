@@ -4,10 +4,16 @@ Writes go to a temporary file in the store's own ``.tmp`` folder (same filesyste
 are fsynced, then ``os.replace``d into place and the directory fsynced: a crash leaves
 either the old blob or the new one, never a torn file. All file I/O runs in worker
 threads so the event loop keeps serving.
+
+Several processes may share one store (the HTTP service and the DIMSE sidecar): each
+writer holds an ``flock`` on its temporary file, so the start-up clean-up of another
+process removes only files whose writer is gone (the kernel drops a dead process's
+locks).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -38,7 +44,17 @@ def _fsync_dir(path: Path) -> None:
 class _LocalWriter(BlobWriter):
     def __init__(self, final: Path, tmp_dir: Path) -> None:
         self._final = final
-        fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+        while True:
+            fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Another process's clean-up may have removed the file between its creation
+            # and our lock: then take a new one.
+            try:
+                if os.stat(name).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
         self._tmp = Path(name)
         self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=0)
         self._pending: list[bytes] = []
@@ -87,6 +103,21 @@ class _LocalWriter(BlobWriter):
         self._tmp.unlink(missing_ok=True)
 
 
+def _remove_if_abandoned(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # its writer is alive
+    else:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
 class LocalBlobStore(BlobStore):
     """Blobs as files under ``root``; keys are relative paths."""
 
@@ -101,12 +132,13 @@ class LocalBlobStore(BlobStore):
         return cls(url[len("file://") :])
 
     async def open(self) -> None:
-        """Create the folders and drop temporary files left by a crash."""
+        """Create the folders and drop temporary files left by a crash (not those a
+        live process sharing the store is writing)."""
 
         def prepare() -> None:
             self._tmp.mkdir(parents=True, exist_ok=True)
             for leftover in self._tmp.glob("*.part"):
-                leftover.unlink(missing_ok=True)
+                _remove_if_abandoned(leftover)
 
         await anyio.to_thread.run_sync(prepare)
 

@@ -10,6 +10,8 @@ import pytest
 
 from service.index.base import Index
 from service.index.sqlite import SqliteIndex
+from service.jobs.base import JobQueue
+from service.jobs.sqlite import SqliteJobQueue
 from service.storage.base import BlobStore
 from service.storage.local import LocalBlobStore
 from tests.aws import MotoServer, unique_name
@@ -49,3 +51,12 @@ async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await idx.open()
         yield idx
         await idx.close()
+
+
+@pytest.fixture(params=["sqlite"])
+async def job_queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobQueue]:
+    if request.param == "sqlite":
+        queue = SqliteJobQueue(tmp_path / "jobs.sqlite")
+        await queue.open()
+        yield queue
+        await queue.close()

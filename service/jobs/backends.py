@@ -1,0 +1,18 @@
+"""Open the job queue the settings name."""
+
+from __future__ import annotations
+
+from service.config import Settings
+from service.jobs.base import JobQueue
+from service.jobs.sqlite import SqliteJobQueue
+
+__all__ = ["open_jobs"]
+
+
+async def open_jobs(settings: Settings) -> JobQueue:
+    url = settings.jobs_url
+    if url.startswith("sqlite:///"):
+        queue = SqliteJobQueue.from_url(url)
+        await queue.open()
+        return queue
+    raise ValueError(f"unsupported job queue URL {url!r} (supported: sqlite:///)")
