@@ -8,8 +8,10 @@ what it saw to ``/result`` on its own origin, which this harness hands to the te
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -73,14 +75,16 @@ class PageServer:
         """Open ``url`` in headless Chromium; return what the page POSTed."""
         binary = chromium()
         assert binary, "chromium is not installed (make test installs it)"
-        with tempfile.TemporaryDirectory() as profile:
+        # Chromium's helper processes may still write to the profile as it stops.
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
             proc = subprocess.Popen(
                 [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", url],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stopped as a whole
             )
             try:
                 return self.results.get(timeout=timeout)
             finally:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
