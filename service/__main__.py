@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from typing import Any
 
-from service.config import ConfigError, Settings, describe, load_settings
+from service.config import ENV_PREFIX, ConfigError, Settings, describe, load_settings
 
 __all__ = ["main"]
 
@@ -18,14 +20,23 @@ def _serve(settings: Settings) -> None:
     from service.app import create_app
 
     _logging(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
         # Streaming uploads arrive faster in bigger pieces; httptools parses them faster.
-        http="httptools",
-        loop="uvloop",
+        "http": "httptools",
+        "loop": "uvloop",
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Worker processes build their app from the environment: pass the command line's
+    # overrides on through it.
+    for name in ("host", "port", "data_dir"):
+        os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(getattr(settings, name))
+    uvicorn.run(
+        "service.app:create_app_from_env", factory=True, workers=settings.workers, **options
     )
 
 

@@ -22,7 +22,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
 from service import __version__
-from service.config import Settings
+from service.config import Settings, load_settings
 from service.context import open_services
 from service.dicomweb.bulkdata import bulkdata
 from service.dicomweb.cors import cors_config
@@ -34,7 +34,7 @@ from service.dicomweb.stow import stow
 from service.dicomweb.wado import metadata, retrieve
 from service.errors import ServiceError
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "create_app_from_env"]
 
 log = logging.getLogger("service")
 
@@ -64,6 +64,11 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
     return _problem(500, f"internal error: {type(exc).__name__}")
+
+
+def create_app_from_env() -> Litestar:
+    """The app of one of several worker processes (``DICOMWEB_WORKERS``)."""
+    return create_app(load_settings())
 
 
 def create_app(settings: Settings) -> Litestar:

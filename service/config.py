@@ -48,6 +48,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         str,
         _doc("Index URL: sqlite:///abs/path.sqlite, or empty for <data_dir>/index.sqlite."),
     ] = ""
+    workers: Annotated[
+        int,
+        _doc(
+            "HTTP worker processes. Python runs one core per process; on a machine with "
+            "several cores, that many workers serve that much more."
+        ),
+        msgspec.Meta(ge=1, le=64),
+    ] = 1
     root: Annotated[str, _doc("Path prefix of the DICOMweb API.")] = "/dicom-web"
     store: Annotated[
         str,

@@ -8,6 +8,7 @@ power loss, not only a process crash.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import threading
@@ -107,6 +108,13 @@ class SqliteIndex(Index):
 
     async def open(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
+            # Several processes (HTTP workers, the DIMSE sidecar) may open a new index at
+            # once: one of them creates and seeds it while the others wait.
+            with self.path.with_name(self.path.name + ".init").open("a") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                set_up(conn)
+
+        def set_up(conn: sqlite3.Connection) -> None:
             conn.executescript(SCHEMA)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
