@@ -43,7 +43,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     ] = ""
     index: Annotated[
         str,
-        _doc("Index URL: sqlite:///abs/path.sqlite, or empty for <data_dir>/index.sqlite."),
+        _doc(
+            "Index URL: sqlite:///abs/path.sqlite, dynamodb://table, or empty for "
+            "<data_dir>/index.sqlite."
+        ),
     ] = ""
     root: Annotated[str, _doc("Path prefix of the DICOMweb API.")] = "/dicom-web"
     store: Annotated[
@@ -112,6 +115,25 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         _doc("S3 server-side encryption: AES256 (SSE-S3), aws:kms (SSE-KMS) or none."),
     ] = "AES256"
     s3_kms_key_id: Annotated[str, _doc("KMS key id or ARN for s3_sse=aws:kms.")] = ""
+
+    # DynamoDB index (issue 5): how far a search no index serves may read, and when an
+    # instance's metadata moves from its item to the blob store.
+    dynamodb_scan_limit: Annotated[
+        int,
+        _doc(
+            "Most studies a DynamoDB search reads when no index serves it (or an index "
+            "yields more candidates); beyond it the answer warns it may be incomplete."
+        ),
+        msgspec.Meta(ge=1),
+    ] = 10_000
+    dynamodb_inline_bytes: Annotated[
+        int,
+        _doc(
+            "Largest compressed instance metadata kept in its DynamoDB item; larger "
+            "documents go to blob storage with a pointer in the item."
+        ),
+        msgspec.Meta(ge=1024, le=256 * 1024),
+    ] = 64 * 1024
 
     @property
     def storage_url(self) -> str:

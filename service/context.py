@@ -39,18 +39,33 @@ async def _open_storage(url: str) -> BlobStore:
     raise ValueError(f"unsupported storage URL {url!r} (supported: file://)")
 
 
-async def _open_index(url: str) -> Index:
+async def _open_index(settings: Settings, storage: BlobStore) -> Index:
+    url = settings.index_url
     if url.startswith("sqlite:///"):
         index = SqliteIndex.from_url(url)
         await index.open()
         return index
-    raise ValueError(f"unsupported index URL {url!r} (supported: sqlite:///)")
+    if url.startswith("dynamodb://"):
+        # boto3 is imported only when DynamoDB is chosen.
+        from service.index.dynamodb import DynamoDBIndex
+
+        dynamodb = DynamoDBIndex.from_url(
+            url,
+            blobs=storage,
+            region=settings.aws_region,
+            endpoint_url=settings.dynamodb_endpoint_url,
+            scan_limit=settings.dynamodb_scan_limit,
+            inline_bytes=settings.dynamodb_inline_bytes,
+        )
+        await dynamodb.open()
+        return dynamodb
+    raise ValueError(f"unsupported index URL {url!r} (supported: sqlite:///, dynamodb://)")
 
 
 async def open_services(settings: Settings) -> Services:
     """Open storage and index, recover from any crash, and wire the use cases."""
     storage = await _open_storage(settings.storage_url)
-    index = await _open_index(settings.index_url)
+    index = await _open_index(settings, storage)
     stow = StowService(
         storage,
         index,

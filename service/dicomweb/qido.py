@@ -43,8 +43,8 @@ async def _search(
         default_limit=svc.settings.qido_default_limit,
         max_limit=svc.settings.qido_max_limit,
     )
-    results, more = await svc.qido.search(search, base_url(request))
-    warnings = []
+    results, more, note = await svc.qido.search(search, base_url(request))
+    warnings = [f'299 dicomweb "{note}"'] if note else []
     if search.ignored:
         warnings.append(
             '299 dicomweb "The following attributes are not supported for matching and '

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 import time
 import uuid
 import zlib
@@ -24,10 +25,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
 import msgspec
 
+from service.config import Settings
 from service.core.matching import NAME_ATTRIBUTES, number
 from service.core.search import Query, SearchPage
 from service.errors import BackendUnavailable
@@ -39,6 +40,7 @@ from service.index.dynamodb_schema import (
     STUDY_SK,
     Item,
     LevelState,
+    create_table,
     decode_level,
     encode_level,
     instance_sk,
@@ -51,7 +53,7 @@ from service.index.dynamodb_search import Searcher
 from service.index.dynamodb_table import Table, make_client
 from service.storage.base import BlobStore
 
-__all__ = ["DynamoDBIndex"]
+__all__ = ["DynamoDBIndex", "init_table", "table_name"]
 
 T = TypeVar("T")
 
@@ -184,10 +186,7 @@ class DynamoDBIndex(Index):
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> DynamoDBIndex:
-        name = url.removeprefix("dynamodb://").strip("/")
-        if not url.startswith("dynamodb://") or not name or "/" in name:
-            raise ValueError(f"not a dynamodb://table URL: {url!r}")
-        return cls(name, **kwargs)
+        return cls(table_name(url), **kwargs)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
@@ -471,3 +470,23 @@ class DynamoDBIndex(Index):
 def _instance_order(item: Item) -> tuple[str, bool, int, str]:
     inum = item.get("inum")
     return (item["series"]["S"], inum is None, int(inum["N"]) if inum else 0, item["sop"]["S"])
+
+
+def table_name(url: str) -> str:
+    """The table of a ``dynamodb://table`` URL."""
+    name = url.removeprefix("dynamodb://").strip("/")
+    if not url.startswith("dynamodb://") or not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", name):
+        raise ValueError(f"not a dynamodb://table URL (table: 3-255 of A-Z a-z 0-9 _ . -): {url!r}")
+    return name
+
+
+def init_table(settings: Settings) -> str:
+    """Create the table ``settings.index`` names (``dynamodb://table``), for
+    ``python -m service init-aws``; says what it did."""
+    name = table_name(settings.index_url)
+    client = make_client(settings.aws_region, settings.dynamodb_endpoint_url)
+    try:
+        created = create_table(client, name)
+    finally:
+        client.close()
+    return f"DynamoDB table {name}: {'created' if created else 'exists already'}"

@@ -50,6 +50,7 @@ __all__ = [
     "CLAIMS",
     "SERIES_KEYWORDS",
     "STUDY_KEYWORDS",
+    "STUDY_SK",
     "Item",
     "LevelState",
     "create_table",
