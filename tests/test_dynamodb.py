@@ -134,6 +134,28 @@ async def test_scan_limit_reached_says_results_may_be_incomplete(
     page = await idx.search("default", leading)
     assert [h.study_uid for h in page.hits] == ["8.0"]  # only 8.0 and 8.1 were read
     assert "limit of 2 studies" in page.warning and "incomplete" in page.warning
+    # paging a plain listing is not bounded: offset paging reaches every study
+    listing = await idx.search("default", Query(level=Level.STUDY, limit=2, offset=3))
+    assert [h.study_uid for h in listing.hits] == ["8.3"] and listing.warning == ""
+    await idx.close()
+
+
+async def test_very_long_names_are_indexed_and_found(
+    moto: MotoServer, blobs: LocalBlobStore
+) -> None:
+    idx = await dynamodb_index(moto, blobs)
+    long_name = "A" * 300 + "^" + "B" * 300
+    await idx.commit(record("8.9.1", "8.9", "8.9.9", PatientName=long_name), "w")
+    for match in (
+        Match("PatientName", "equal", (long_name,)),
+        Match("PatientName", "wildcard", ("A" * 250 + "*",)),
+        Match("PatientName", "words", ("B" * 210,)),
+    ):
+        page = await idx.search("default", Query(level=Level.STUDY, matches=(match,), limit=5))
+        assert [h.study_uid for h in page.hits] == ["8.9"] and page.warning == ""
+    other = Match("PatientName", "equal", ("A" * 300 + "^C",))
+    page = await idx.search("default", Query(level=Level.STUDY, matches=(other,), limit=5))
+    assert page.hits == []
     await idx.close()
 
 

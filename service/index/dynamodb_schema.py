@@ -51,6 +51,7 @@ __all__ = [
     "SERIES_KEYWORDS",
     "STUDY_KEYWORDS",
     "STUDY_SK",
+    "TOKEN_CHARS",
     "Item",
     "LevelState",
     "create_table",
@@ -67,6 +68,9 @@ __all__ = [
 Item = dict[str, Any]
 
 STUDY_SK = "#STUDY"
+#: Name tokens are cut to this many characters, to stay within DynamoDB's key size
+#: limits; a longer name is found by prefix and then checked in full on the study.
+TOKEN_CHARS = 200
 CLAIMS = "CLAIMS"
 
 _SKIPPED = {"StudyInstanceUID", "SeriesInstanceUID", "ModalitiesInStudy", *NAME_ATTRIBUTES}
@@ -242,7 +246,8 @@ def tokens(store: str, state: LevelState | None) -> dict[str, Item]:
         return {}
     out: dict[str, Item] = {}
     for attribute, value in state.names.items():
-        for kind, text in name_rows(value):
+        for kind, full in name_rows(value):
+            text = full[:TOKEN_CHARS]
             sk = f"TOK#PN#{attribute}#{kind}#{text}"
             out[sk] = {
                 "tk": {"S": f"{store}#PN#{attribute}#{kind}#{text[0]}"},

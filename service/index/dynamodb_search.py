@@ -37,6 +37,7 @@ from service.index.dynamodb_schema import (
     SERIES_KEYWORDS,
     STUDY_KEYWORDS,
     STUDY_SK,
+    TOKEN_CHARS,
     Item,
     LevelState,
     decode_level,
@@ -188,14 +189,18 @@ class Searcher:
             base = f"{store}#PN#{keyword}"
             if match.kind == "equal" and match.values[0]:
                 value = match.values[0]
-                found = self._token_studies(f"{base}#g#{value[0]}", " AND ts = :v", value)
+                found = self._token_studies(
+                    f"{base}#g#{value[0]}",
+                    " AND ts = :v" if len(value) <= TOKEN_CHARS else " AND begins_with(ts, :v)",
+                    value[:TOKEN_CHARS],
+                )
             elif match.kind == "wildcard" and _prefix(match.values[0]):
-                value = _prefix(match.values[0])
+                value = _prefix(match.values[0])[:TOKEN_CHARS]
                 found = self._token_studies(
                     f"{base}#g#{value[0]}", " AND begins_with(ts, :v)", value
                 )
             elif match.kind == "words" and match.values:
-                value = match.values[0]
+                value = match.values[0][:TOKEN_CHARS]
                 found = self._token_studies(
                     f"{base}#w#{value[0]}", " AND begins_with(ts, :v)", value
                 )
@@ -294,6 +299,9 @@ class Searcher:
         study_matches = levels[Level.STUDY]
         target = query.offset + query.limit + 1
         scanned = False
+        # A plain listing reads only the studies up to its page, as offset paging must;
+        # only reading studies to filter them is bounded.
+        bound = self.scan_limit
         if query.study_uid is not None:
             item = self.table.get(study_pk(self.store, query.study_uid), STUDY_SK)
             studies: Iterator[LevelState] = iter([decode_level(item)] if item else [])
@@ -302,6 +310,8 @@ class Searcher:
             if plan is None:
                 studies = self._all_studies(min(target, 1000))
                 scanned = bool(query.matches)
+                if not query.matches:
+                    bound = 1 << 62
             else:
                 studies = self._bounded_sorted(plan)
         rows: list[_Row] = []
@@ -310,7 +320,7 @@ class Searcher:
             if study.instances <= 0:
                 continue
             examined += 1
-            if examined > self.scan_limit:
+            if examined > bound:
                 truncated = True
                 break
             if not all(_study_ok(m, study) for m in study_matches):
