@@ -2,8 +2,9 @@
 
 Answers ``application/dicom+json``: an array of DICOM JSON objects, ``[]`` when nothing
 matches (200, never 204). A ``Warning: 299`` header says when more results exist than
-the page holds, and names search keys that were ignored because they cannot be matched
-on here.
+the page holds, names search keys that were ignored because they cannot be matched
+on here, and passes on what the index says about how it searched (the DynamoDB index's
+bounded scan).
 """
 
 from __future__ import annotations
