@@ -119,6 +119,18 @@ async def test_search_without_index_is_a_reported_bounded_scan(
     listing = await idx.search("default", Query(level=Level.STUDY, limit=2, offset=1))
     assert [h.study_uid for h in listing.hits] == ["8.1", "8.2"] and listing.more
     assert listing.warning == ""
+    # series by UID across studies: served by by_series; by description: scanned
+    by_uid = Query(
+        level=Level.SERIES,
+        matches=(Match("SeriesInstanceUID", "any", ("8.2.9", "8.0.9")),),
+        limit=5,
+    )
+    page = await idx.search("default", by_uid)
+    assert [h.series_uid for h in page.hits] == ["8.0.9", "8.2.9"] and page.warning == ""
+    described = Query(
+        level=Level.SERIES, matches=(Match("SeriesDescription", "equal", ("x",)),), limit=5
+    )
+    assert "No index" in (await idx.search("default", described)).warning
     await idx.close()
     await sqlite.close()
 

@@ -14,7 +14,7 @@ One table, string keys ``PK`` / ``SK``. Every study is one partition::
                                SK CLAIM                     an upload's claim
 
 Sparse global secondary indexes (an item is in an index only when it has its key
-attributes; only study, token and claim items have them):
+attributes; only study, series, token and claim items have them):
 
 =================  =====================  ==================  ===========================
 index              partition key          sort key            serves
@@ -26,6 +26,7 @@ index              partition key          sort key            serves
 ``tokens``         ``tk`` (below)         ``ts``              PatientName,
                                                               ReferringPhysicianName,
                                                               ModalitiesInStudy / Modality
+``by_series``      ``se_k`` store#series  ``uid`` series UID  SeriesInstanceUID
 ``claims``         ``ck`` = CLAIMS        ``at`` epoch s      stale claims
 =================  =====================  ==================  ===========================
 
@@ -92,6 +93,7 @@ _INDEXES = (
     ("by_accession", "acc_k", "uid", "S", "ALL"),
     ("by_date", "date_k", "date_s", "S", "ALL"),
     ("tokens", "tk", "ts", "S", "KEYS_ONLY"),
+    ("by_series", "se_k", "uid", "S", "KEYS_ONLY"),
     ("claims", "ck", "at", "N", "ALL"),
 )
 
@@ -206,6 +208,7 @@ def encode_level(store: str, study: str, state: LevelState, *, is_study: bool) -
     if state.columns:
         item["cols"] = {"M": {k: encode_value(v) for k, v in state.columns.items()}}
     if not is_study:
+        item["se_k"] = {"S": f"{store}#{state.uid}"}
         return item
     if state.names:
         item["names"] = {"M": {k: {"S": v} for k, v in state.names.items()}}

@@ -7,7 +7,8 @@ predicates of :mod:`service.core.matching`, so an index only has to return a sup
 results equal the SQLite index's. Which index serves a query (first that applies):
 
 1. the study in the URL, or ``StudyInstanceUID`` values: the base table;
-2. ``SOPInstanceUID`` values (instance level): the instances' location items;
+2. ``SeriesInstanceUID`` values (series and instance level): ``by_series``;
+   ``SOPInstanceUID`` values (instance level): the instances' location items;
 3. ``PatientID``, then ``AccessionNumber`` (a value or a list): ``by_patient_id``,
    ``by_accession``;
 4. ``PatientName``, ``ReferringPhysicianName``: a value, a wildcard that does not start
@@ -50,7 +51,8 @@ from service.index.dynamodb_table import Table
 __all__ = ["Searcher"]
 
 _INSTANCE_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "InstanceNumber")
-_SMALL = "#st, study, series, sop, cls, tsx, #k, #sz, sha, inum"
+_SMALL = "SK, #st, study, series, sop, cls, tsx, #k, #sz, sha, inum"
+_PARTITION = _SMALL + ", uid, doc, ni, rev, ver, cols"
 _SMALL_NAMES = {"#st": "store", "#k": "key", "#sz": "size"}
 
 
@@ -164,6 +166,15 @@ class Searcher:
         uid = by.get("StudyInstanceUID")
         if uid is not None and uid.kind in ("any", "equal"):
             return iter(self._studies(uid.values))
+        series = by.get("SeriesInstanceUID")
+        if query.level >= Level.SERIES and series is not None and series.kind in ("any", "equal"):
+            prefix = f"{store}#STUDY#"
+            located: Iterator[str] = (
+                item["PK"]["S"].removeprefix(prefix)
+                for value in series.values
+                for item in self._gsi("by_series", "se_k = :k", {":k": {"S": f"{store}#{value}"}})
+            )
+            return self._lazy_studies(located)
         sop = by.get("SOPInstanceUID")
         if query.level == Level.INSTANCE and sop is not None and sop.kind in ("any", "equal"):
             refs = self.table.batch_get([(sop_pk(store, v), "REF") for v in sop.values])
@@ -262,10 +273,10 @@ class Searcher:
 
     # -- one study's series and instances ----------------------------------------------
 
-    def _series(self, study: LevelState, query: Query, matches: list[Match]) -> list[LevelState]:
-        pk = study_pk(self.store, study.uid)
-        prefix = "SERIES#" if query.series_uid is None else f"SERIES#{query.series_uid}"
-        found = [decode_level(i) for i in self.table.partition(pk, prefix)]
+    def _series(
+        self, query: Query, items: Iterable[Item], matches: list[Match]
+    ) -> list[LevelState]:
+        found = [decode_level(i) for i in items if i["SK"]["S"].startswith("SERIES#")]
         found = [
             s
             for s in found
@@ -275,20 +286,44 @@ class Searcher:
         return sorted(found, key=_series_order)
 
     def _instances(
-        self, study: LevelState, series: list[LevelState], query: Query, matches: list[Match]
+        self,
+        study: LevelState,
+        series: list[LevelState],
+        items: Iterable[Item],
+        matches: list[Match],
     ) -> list[_Row]:
         by_uid = {s.uid: s for s in series}
-        prefix = "INST#" if query.series_uid is None else f"INST#{query.series_uid}#"
-        items = self.table.partition(
-            study_pk(self.store, study.uid), prefix, projection=_SMALL, names=_SMALL_NAMES
-        )
         kept = [
             i
             for i in items
-            if i["series"]["S"] in by_uid and all(_instance_ok(m, i) for m in matches)
+            if i["SK"]["S"].startswith("INST#")
+            and i["series"]["S"] in by_uid
+            and all(_instance_ok(m, i) for m in matches)
         ]
         kept.sort(key=_instance_order)
         return [_Row(study, by_uid[i["series"]["S"]], i) for i in kept]
+
+    def _below(
+        self, study: LevelState, query: Query, levels: dict[Level, list[Match]]
+    ) -> list[_Row]:
+        """The matching series or instances of one study, in order."""
+        pk = study_pk(self.store, study.uid)
+        if query.level == Level.SERIES or query.series_uid is not None:
+            prefix = "SERIES#" if query.series_uid is None else f"SERIES#{query.series_uid}"
+            series = self._series(query, self.table.partition(pk, prefix), levels[Level.SERIES])
+            if query.level == Level.SERIES:
+                return [_Row(study, s) for s in series]
+            if not series:
+                return []
+            items: Iterable[Item] = self.table.partition(
+                pk, f"INST#{query.series_uid}#", projection=_SMALL, names=_SMALL_NAMES
+            )
+        else:
+            # All instances of a study: its series and instances in one read, without
+            # the instances' metadata.
+            items = list(self.table.partition(pk, "", projection=_PARTITION, names=_SMALL_NAMES))
+            series = self._series(query, items, levels[Level.SERIES])
+        return self._instances(study, series, items, levels[Level.INSTANCE])
 
     # -- the search ----------------------------------------------------------------------
 
@@ -328,11 +363,7 @@ class Searcher:
             if query.level == Level.STUDY:
                 rows.append(_Row(study))
             else:
-                series = self._series(study, query, levels[Level.SERIES])
-                if query.level == Level.SERIES:
-                    rows.extend(_Row(study, s) for s in series)
-                elif series:
-                    rows.extend(self._instances(study, series, query, levels[Level.INSTANCE]))
+                rows.extend(self._below(study, query, levels))
             if len(rows) >= target:
                 break
         truncated = truncated or self._truncated
