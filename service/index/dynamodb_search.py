@@ -390,10 +390,12 @@ class Searcher:
                 if r.instance is not None
             ]
             full = {(i["study"]["S"], i["sop"]["S"]): i for i in self.table.batch_get(keys)}
+            # An instance moved or replaced since it was listed is left out of the page
+            # rather than answered without its document.
             page = [
-                r._replace(instance=full.get((r.study.uid, r.instance["sop"]["S"]), r.instance))
+                r._replace(instance=full[key])
                 for r in page
-                if r.instance is not None
+                if r.instance is not None and (key := (r.study.uid, r.instance["sop"]["S"])) in full
             ]
         return Found(query.level, page, len(rows) > query.offset + query.limit, "; ".join(warnings))
 

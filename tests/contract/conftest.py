@@ -40,9 +40,11 @@ async def dynamodb_index(moto: MotoServer, blobs: BlobStore, **kwargs: int) -> D
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
 async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Index]:
+    idx: Index
     if request.param == "sqlite":
-        idx: Index = SqliteIndex(tmp_path / "index.sqlite")
-        await idx.open()  # type: ignore[attr-defined]
+        sqlite = SqliteIndex(tmp_path / "index.sqlite")
+        await sqlite.open()
+        idx = sqlite
     else:
         blobs = LocalBlobStore(tmp_path / "blobs")
         await blobs.open()
