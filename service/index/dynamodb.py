@@ -107,17 +107,24 @@ class _Unit:
         # (study, series or None) -> (state as read or None, state now or None)
         self.levels: dict[tuple[str, str | None], tuple[LevelState | None, LevelState | None]] = {}
 
-    def level(self, study: str, series: str | None = None) -> LevelState:
-        key = (study, series)
-        if key not in self.levels:
-            item = self.table.get(
-                study_pk(self.store, study), series_sk(series) if series else STUDY_SK
-            )
+    def _key(self, study: str, series: str | None) -> tuple[str, str]:
+        return study_pk(self.store, study), series_sk(series) if series else STUDY_SK
+
+    def load(self, *keys: tuple[str, str | None]) -> None:
+        """Read these study / series items in one request (strongly consistent)."""
+        wanted = {self._key(*k): k for k in keys if k not in self.levels}
+        found = {(i["PK"]["S"], i["SK"]["S"]): i for i in self.table.batch_get(list(wanted))}
+        for table_key, (study, series) in wanted.items():
+            item = found.get(table_key)
             read = decode_level(item) if item else None
-            self.levels[key] = (
+            self.levels[(study, series)] = (
                 read,
                 copy.deepcopy(read) if read else LevelState(uid=series or study),
             )
+
+    def level(self, study: str, series: str | None = None) -> LevelState:
+        key = (study, series)
+        self.load(key)
         state = self.levels[key][1]
         if state is None:
             raise RuntimeError(f"{key} was dropped in this commit and used again")
@@ -293,6 +300,10 @@ class DynamoDBIndex(Index):
         ref, claim = held.get("REF"), held.get("CLAIM")
         previous = (ref["study"]["S"], ref["series"]["S"]) if ref else None
         unit = _Unit(table, store)
+        if previous is not None:
+            unit.load((study_uid, None), (study_uid, series_uid), (previous[0], None), previous)
+        else:
+            unit.load((study_uid, None), (study_uid, series_uid))
         attributes = record.attributes
         study = unit.level(study_uid)
         series = unit.level(study_uid, series_uid)

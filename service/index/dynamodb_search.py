@@ -390,7 +390,7 @@ class Searcher:
                 if r.instance is not None
             ]
             full = {(i["study"]["S"], i["sop"]["S"]): i for i in self.table.batch_get(keys)}
-            # An instance moved or replaced since it was listed is left out of the page
+            # An instance moved or removed since it was listed is left out of the page
             # rather than answered without its document.
             page = [
                 r._replace(instance=full[key])
