@@ -256,3 +256,21 @@ def test_ready_is_503_naming_a_missing_table(
     assert httpx.get(server.url + "/health").status_code == 200  # the service stays up
     search = httpx.get(server.root + "/studies", timeout=30)
     assert search.status_code == 503 and table in search.json()["detail"]
+
+
+async def test_access_denied_is_backend_unavailable_naming_the_table(
+    moto: MotoServer, tmp_path: Path, blobs: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second moto server that checks credentials (moto's IAM enforcement): the dummy
+    # credentials belong to no user there, as a key without rights would on AWS.
+    monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+    strict = MotoServer(tmp_path / "moto-auth.log").start()
+    try:
+        idx = DynamoDBIndex("guarded", blobs=blobs, endpoint_url=strict.endpoint)
+        with pytest.raises(
+            BackendUnavailable, match="access to DynamoDB table 'guarded' was denied"
+        ):
+            await idx.check()
+        await idx.close()
+    finally:
+        strict.stop()

@@ -29,6 +29,7 @@ _DENIED = {
     "AccessDeniedException",
     "UnrecognizedClientException",
     "InvalidSignatureException",
+    "InvalidClientTokenId",
     "ExpiredTokenException",
     "MissingAuthenticationTokenException",
 }
@@ -72,7 +73,8 @@ class Table:
                     f"DynamoDB table {self.name!r} does not exist (or is not active yet); "
                     "create it with `python -m service init-aws` (see the README)"
                 ) from exc
-            if code in _DENIED:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _DENIED or status == 403:
                 raise BackendUnavailable(
                     f"access to DynamoDB table {self.name!r} was denied ({code}): {message}"
                 ) from exc
