@@ -134,6 +134,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         ),
         msgspec.Meta(ge=1024, le=256 * 1024),
     ] = 64 * 1024
+    dynamodb_stale_claim_seconds: Annotated[
+        int,
+        _doc(
+            "At start-up, claims older than this many seconds are taken as left by a "
+            "crashed replica and cleared (their blobs deleted); longer than any upload."
+        ),
+        msgspec.Meta(ge=1),
+    ] = 6 * 3600
 
     @property
     def storage_url(self) -> str:

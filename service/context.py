@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import msgspec
@@ -10,12 +11,15 @@ from service.config import Settings
 from service.core.qido import QidoService
 from service.core.stow import StowService
 from service.core.wado import WadoService
+from service.errors import BackendUnavailable
 from service.index.base import Index
 from service.index.sqlite import SqliteIndex
 from service.storage.base import BlobStore
 from service.storage.local import LocalBlobStore
 
 __all__ = ["Services", "open_services"]
+
+log = logging.getLogger("service")
 
 
 class Services(msgspec.Struct, kw_only=True):
@@ -78,6 +82,17 @@ async def open_services(settings: Settings) -> Services:
     # an upload that died with the previous process.
     if isinstance(index, SqliteIndex):
         await stow.recover(older_than=time.time())
+    else:
+        # A shared index: younger claims may belong to other replicas' live uploads.
+        try:
+            cleared = await stow.recover(
+                older_than=time.time() - settings.dynamodb_stale_claim_seconds
+            )
+        except BackendUnavailable as exc:  # the service starts; /ready reports it
+            log.warning("start-up recovery skipped: %s", exc.message)
+        else:
+            if cleared:
+                log.warning("cleared %d claims left by uploads that did not finish", cleared)
     wado = WadoService(storage, index, store=settings.store)
     qido = QidoService(index, store=settings.store)
     return Services(
