@@ -4,7 +4,6 @@ tables, and the service end to end on DynamoDB."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -281,7 +280,7 @@ async def test_access_denied_is_backend_unavailable_naming_the_table(
 async def test_start_up_clears_only_old_claims(
     moto: MotoServer, start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    settings = dynamodb_settings(moto, dynamodb_stale_claim_seconds="2")
+    settings = dynamodb_settings(moto, dynamodb_stale_claim_seconds="3600")
     table = table_name(settings["DICOMWEB_INDEX"])
     idx = DynamoDBIndex(table, blobs=LocalBlobStore(tmp_path), endpoint_url=moto.endpoint)
     data = tmp_path / "data0"  # start_server's first data folder
@@ -289,7 +288,14 @@ async def test_start_up_clears_only_old_claims(
     old_blob.parent.mkdir(parents=True)
     old_blob.write_bytes(b"left by a crash")
     assert await idx.claim("default", "1.2.1", "default/old.dcm", "crashed")
-    await asyncio.sleep(2.5)
+    # made two hours old, as if a replica had crashed then
+    idx.table.client.update_item(
+        TableName=table,
+        Key={"PK": {"S": "default#SOP#1.2.1"}, "SK": {"S": "CLAIM"}},
+        UpdateExpression="SET #at = :t",
+        ExpressionAttributeNames={"#at": "at"},
+        ExpressionAttributeValues={":t": {"N": str(time.time() - 7200)}},
+    )
     assert await idx.claim("default", "1.2.2", "default/young.dcm", "live")
     start_server(**{k.removeprefix("DICOMWEB_").lower(): v for k, v in settings.items()})
     [left] = await idx.stale_claims(time.time() + 1)
