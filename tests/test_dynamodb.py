@@ -4,6 +4,7 @@ tables, and the service end to end on DynamoDB."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -181,7 +182,7 @@ async def test_a_commit_that_lost_a_race_is_refused_and_retried(
     idx = await dynamodb_index(moto, blobs)
     await idx.commit(record("9.1.0", "9.1", "9.1.0", Modality="CT"), "w")
     late = record("9.1.1", "9.1", "9.1.1", Modality="MR")
-    stale, _ = await anyio.to_thread.run_sync(idx._actions, late, "w", {}, None)
+    stale, *_ = await anyio.to_thread.run_sync(idx._actions, late, "w", {}, None)
     await idx.commit(record("9.1.2", "9.1", "9.1.2", Modality="SR"), "w")
     assert not await anyio.to_thread.run_sync(idx.table.transact, stale)
     await idx.commit(late, "w")  # reads again: counts stay exact
@@ -300,4 +301,41 @@ async def test_start_up_clears_only_old_claims(
     start_server(**{k.removeprefix("DICOMWEB_").lower(): v for k, v in settings.items()})
     [left] = await idx.stale_claims(time.time() + 1)
     assert left.owner == "live" and not old_blob.exists()
+    await idx.close()
+
+
+async def test_layouts_inline_and_in_blob_storage(moto: MotoServer, blobs: LocalBlobStore) -> None:
+    # Index.layouts (on main since this branch began) for both places a layout can be
+    idx = await dynamodb_index(moto, blobs, inline_bytes=1024)
+    layout = b'{"tag":2145386512,"frames":{"count":2,"frame_bytes":8}}'
+    small = msgspec.structs.replace(record("6.1.1", "6.1", "6.1.9"), layout=layout)
+    big = msgspec.structs.replace(
+        record("6.1.2", "6.1", "6.1.9"),
+        layout=layout,
+        metadata=msgspec.json.encode({"00081030": {"vr": "LO", "Value": [os.urandom(4096).hex()]}}),
+    )
+    for rec in (small, big):
+        await idx.commit(rec, "w")
+    found = await idx.layouts("default", "6.1", "6.1.9")
+    assert [(r.sop_uid, d) for r, d in found] == [("6.1.1", layout), ("6.1.2", layout)]
+    assert list((blobs.root / "default" / "metadata").rglob("6.1.2.*"))
+    await idx.close()
+
+
+async def test_many_concurrent_writes_all_land(moto: MotoServer, blobs: LocalBlobStore) -> None:
+    idx = await dynamodb_index(moto, blobs)
+    records = [record(f"5.5.{i}", f"5.{i % 3}", f"5.{i % 3}.{i % 2}") for i in range(24)]
+
+    async def store(rec: Any) -> None:
+        assert await idx.claim(rec.store, rec.sop_uid, rec.blob_key, "w")
+        await idx.commit(rec, "w")
+
+    await asyncio.gather(*(store(r) for r in records))
+    studies = (await idx.search("default", Query(level=Level.STUDY, limit=5))).hits
+    assert [(s.study_uid, s.study_series, s.study_instances) for s in studies] == [
+        ("5.0", 2, 8),
+        ("5.1", 2, 8),
+        ("5.2", 2, 8),
+    ]
+    assert await idx.stale_claims(time.time() + 1) == []
     await idx.close()

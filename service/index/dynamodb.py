@@ -18,10 +18,12 @@ from __future__ import annotations
 import copy
 import random
 import re
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
 import anyio
@@ -190,6 +192,7 @@ class DynamoDBIndex(Index):
         self.scan_limit = scan_limit
         self.inline_bytes = inline_bytes
         self._limiter = anyio.CapacityLimiter(32)
+        self._study_locks = [threading.Lock() for _ in range(64)]
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> DynamoDBIndex:
@@ -278,13 +281,28 @@ class DynamoDBIndex(Index):
         if previous_blob is not None and previous_blob != blob:
             await self.blobs.delete(previous_blob)
 
+    def _stripe(self, store: str, study: str) -> int:
+        return hash((store, study)) % len(self._study_locks)
+
     def _commit(
         self, record: InstanceRecord, owner: str, payload: Item, blob: str | None
     ) -> str | None:
+        # Commits into one study from this process take turns: they would only conflict
+        # and retry in DynamoDB otherwise (a STOW request stores several parts of a study
+        # at once). Other processes are kept in order by the transaction's conditions.
+        stripes = {self._stripe(record.store, record.study_uid)}
         for attempt in range(COMMIT_ATTEMPTS):
-            actions, previous_blob = self._actions(record, owner, payload, blob)
-            if self.table.transact(actions):
-                return previous_blob
+            with ExitStack() as held:
+                for stripe in sorted(stripes):
+                    held.enter_context(self._study_locks[stripe])
+                actions, previous_blob, previous = self._actions(record, owner, payload, blob)
+                if previous is not None:
+                    needed = stripes | {self._stripe(record.store, previous[0])}
+                    if needed != stripes:  # moving out of another study: hold its lock too
+                        stripes = needed
+                        continue
+                if self.table.transact(actions):
+                    return previous_blob
             time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # noqa: S311
         raise BackendUnavailable(
             f"DynamoDB table {self.table.name!r}: could not commit SOP Instance "
@@ -293,7 +311,9 @@ class DynamoDBIndex(Index):
 
     def _actions(
         self, record: InstanceRecord, owner: str, payload: Item, blob: str | None
-    ) -> tuple[list[Item], str | None]:
+    ) -> tuple[list[Item], str | None, tuple[str, str] | None]:
+        """The transaction that commits ``record``, the metadata blob it makes unused,
+        and the (study, series) the instance was in before."""
         table, store = self.table, record.store
         study_uid, series_uid, sop = record.study_uid, record.series_uid, record.sop_uid
         held = {i["SK"]["S"]: i for i in table.partition(sop_pk(store, sop), "", projection=None)}
@@ -399,7 +419,7 @@ class DynamoDBIndex(Index):
                 }
             )
         previous_blob = ref["mdk"]["S"] if ref and "mdk" in ref else None
-        return actions, previous_blob
+        return actions, previous_blob, previous
 
     # -- reading -----------------------------------------------------------------------
 
@@ -453,11 +473,28 @@ class DynamoDBIndex(Index):
 
     async def instance_metadata(self, item: Item) -> bytes:
         """An instance item's DICOM JSON document, from the item or from the BlobStore."""
+        return (await self._documents(item))[0]
+
+    async def _documents(self, item: Item) -> tuple[bytes, bytes]:
+        """(metadata, layout) of an instance item, from the item or from the BlobStore."""
         if "md" in item:
-            return zlib.decompress(item["md"]["B"])
+            return zlib.decompress(item["md"]["B"]), zlib.decompress(item["lay"]["B"])
         chunks = [chunk async for chunk in self.blobs.read(item["mdk"]["S"])]
-        metadata, _layout = msgspec.msgpack.decode(b"".join(chunks), type=tuple[bytes, bytes])
-        return metadata
+        return msgspec.msgpack.decode(b"".join(chunks), type=tuple[bytes, bytes])
+
+    async def layouts(
+        self,
+        store: str,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> list[tuple[InstanceRef, bytes]]:
+        """Like :meth:`instances`, with each instance's layout document (pixel data
+        location and frame table; empty when it has none)."""
+        items = await self._run(
+            lambda: self._instance_items(store, study_uid, series_uid, sop_uid, full=True)
+        )
+        return [(ref_from_item(i), (await self._documents(i))[1]) for i in items]
 
     async def revision(
         self, store: str, study_uid: str, series_uid: str | None = None
