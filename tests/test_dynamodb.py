@@ -16,11 +16,10 @@ import httpx
 import msgspec
 import pytest
 
+from service.config import load_settings
 from service.core.search import Level, Match, Query
 from service.errors import BackendUnavailable
-from service.index.dynamodb import DynamoDBIndex, table_name
-from service.index.dynamodb_schema import create_table
-from service.index.dynamodb_table import make_client
+from service.index.dynamodb import DynamoDBIndex, init_table, table_name
 from service.index.sqlite import SqliteIndex
 from service.storage.local import LocalBlobStore
 from tests.aws import MotoServer, dynamodb_settings, unique_name
@@ -208,14 +207,6 @@ async def test_missing_table_is_backend_unavailable_naming_it(
     await idx.close()
 
 
-async def test_create_table_is_idempotent(moto: MotoServer) -> None:
-    client = make_client("us-east-1", moto.endpoint)
-    name = unique_name("index")
-    assert await anyio.to_thread.run_sync(create_table, client, name)
-    assert not await anyio.to_thread.run_sync(create_table, client, name)
-    client.close()
-
-
 @pytest.mark.parametrize("url", ["dynamodb://", "dynamodb://a/b", "dynamo://table", "dynamodb://x"])
 def test_bad_table_urls(url: str) -> None:
     with pytest.raises(ValueError, match="dynamodb://table"):
@@ -339,3 +330,13 @@ async def test_many_concurrent_writes_all_land(moto: MotoServer, blobs: LocalBlo
     ]
     assert await idx.stale_claims(time.time() + 1) == []
     await idx.close()
+
+
+def test_init_table_creates_the_configured_table_once(moto: MotoServer) -> None:
+    table = unique_name("index")
+    settings = load_settings(
+        {}, {"index": f"dynamodb://{table}", "dynamodb_endpoint_url": moto.endpoint}
+    )
+    said: list[str] = []
+    assert init_table(settings, said.append) and init_table(settings, said.append)
+    assert said == [f"table {table}: created", f"table {table}: exists"]

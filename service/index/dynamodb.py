@@ -528,13 +528,14 @@ def table_name(url: str) -> str:
     return name
 
 
-def init_table(settings: Settings) -> str:
-    """Create the table ``settings.index`` names (``dynamodb://table``), for
-    ``python -m service init-aws``; says what it did."""
+def init_table(settings: Settings, report: Callable[[str], None] = print) -> bool:
+    """Create the table of ``DICOMWEB_INDEX=dynamodb://table`` if it is missing (the
+    index step of ``python -m service init-aws``); report what was done. Idempotent."""
     name = table_name(settings.index_url)
     client = make_client(settings.aws_region, settings.dynamodb_endpoint_url)
     try:
         created = create_table(client, name)
     finally:
         client.close()
-    return f"DynamoDB table {name}: {'created' if created else 'exists already'}"
+    report(f"table {name}: {'created' if created else 'exists'}")
+    return True
