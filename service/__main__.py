@@ -77,15 +77,16 @@ def _init_aws(settings: Settings) -> int:
     import botocore.exceptions
 
     from service.aws_init import init_aws
+    from service.errors import ServiceError
 
     try:
         init_aws(settings)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         print(f"init-aws failed: {exc}", file=sys.stderr)
         return 1
-    except NotImplementedError as exc:
-        print(f"init-aws: {exc}", file=sys.stderr)
-        return 2
+    except ServiceError as exc:  # the DynamoDB step reports AWS errors as these
+        print(f"init-aws failed: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 

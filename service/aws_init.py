@@ -119,13 +119,13 @@ def create_bucket(settings: Settings, report: Report = print) -> bool:
     return True
 
 
-def create_table(settings: Settings, report: Report = print) -> bool:  # noqa: ARG001 - for its body
+def create_table(settings: Settings, report: Report = print) -> bool:
     """Make the DynamoDB table of a ``dynamodb://`` index URL ready. False when not DynamoDB.
 
-    The index step of init-aws; the DynamoDB index (issue 5) provides its body.
+    The index step of init-aws; the table's definition lives with the index.
     """
     if not settings.index_url.startswith("dynamodb://"):
         return False
-    raise NotImplementedError(
-        "this build has no DynamoDB index yet, so init-aws cannot create its table"
-    )
+    from service.index.dynamodb import init_table  # boto3 only when chosen
+
+    return init_table(settings, report)

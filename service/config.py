@@ -46,7 +46,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     ] = ""
     index: Annotated[
         str,
-        _doc("Index URL: sqlite:///abs/path.sqlite, or empty for <data_dir>/index.sqlite."),
+        _doc(
+            "Index URL: sqlite:///abs/path.sqlite, dynamodb://table, or empty for "
+            "<data_dir>/index.sqlite."
+        ),
     ] = ""
     workers: Annotated[
         int,
@@ -239,6 +242,33 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         _doc("Seconds a worker holds a job; a job still claimed after that runs again."),
         msgspec.Meta(gt=0),
     ] = 300.0
+
+    # DynamoDB index (issue 5): how far a search no index serves may read, and when an
+    # instance's metadata moves from its item to the blob store.
+    dynamodb_scan_limit: Annotated[
+        int,
+        _doc(
+            "Most studies a DynamoDB search reads when no index serves it (or an index "
+            "yields more candidates); beyond it the answer warns it may be incomplete."
+        ),
+        msgspec.Meta(ge=1),
+    ] = 10_000
+    dynamodb_inline_bytes: Annotated[
+        int,
+        _doc(
+            "Largest compressed instance metadata kept in its DynamoDB item; larger "
+            "documents go to blob storage with a pointer in the item."
+        ),
+        msgspec.Meta(ge=1024, le=256 * 1024),
+    ] = 64 * 1024
+    dynamodb_stale_claim_seconds: Annotated[
+        int,
+        _doc(
+            "At start-up, claims older than this many seconds are taken as left by a "
+            "crashed replica and cleared (their blobs deleted); longer than any upload."
+        ),
+        msgspec.Meta(ge=1),
+    ] = 6 * 3600
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError here into a ValidationError naming the problem.

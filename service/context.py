@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -16,12 +17,15 @@ from service.core.qido import QidoService
 from service.core.rendered import RenderedService
 from service.core.stow import PROCESS_TOKEN, StowService
 from service.core.wado import WadoService
+from service.errors import BackendUnavailable
 from service.index.base import Index
 from service.index.sqlite import SqliteIndex
 from service.storage.base import BlobStore
 from service.storage.local import LocalBlobStore
 
 __all__ = ["Services", "open_services"]
+
+log = logging.getLogger("service")
 
 
 class Services(msgspec.Struct, kw_only=True):
@@ -68,18 +72,33 @@ async def _open_storage(settings: Settings) -> BlobStore:
     raise ValueError(f"unsupported storage URL {url!r} (supported: file://, s3://)")
 
 
-async def _open_index(url: str) -> Index:
+async def _open_index(settings: Settings, storage: BlobStore) -> Index:
+    url = settings.index_url
     if url.startswith("sqlite:///"):
         index = SqliteIndex.from_url(url)
         await index.open()
         return index
-    raise ValueError(f"unsupported index URL {url!r} (supported: sqlite:///)")
+    if url.startswith("dynamodb://"):
+        # boto3 is imported only when DynamoDB is chosen.
+        from service.index.dynamodb import DynamoDBIndex
+
+        dynamodb = DynamoDBIndex.from_url(
+            url,
+            blobs=storage,
+            region=settings.aws_region,
+            endpoint_url=settings.dynamodb_endpoint_url,
+            scan_limit=settings.dynamodb_scan_limit,
+            inline_bytes=settings.dynamodb_inline_bytes,
+        )
+        await dynamodb.open()
+        return dynamodb
+    raise ValueError(f"unsupported index URL {url!r} (supported: sqlite:///, dynamodb://)")
 
 
 async def open_services(settings: Settings) -> Services:
     """Open storage and index, recover from any crash, and wire the use cases."""
     storage = await _open_storage(settings)
-    index = await _open_index(settings.index_url)
+    index = await _open_index(settings, storage)
     stow = StowService(
         storage,
         index,
@@ -96,6 +115,17 @@ async def open_services(settings: Settings) -> Services:
         locks = ProcessLocks(Path(str(index.path) + ".live"))
         locks.hold(PROCESS_TOKEN)
         await stow.recover(older_than=time.time(), alive=locks.alive)
+    else:
+        # A shared index: younger claims may belong to other replicas' live uploads.
+        try:
+            cleared = await stow.recover(
+                older_than=time.time() - settings.dynamodb_stale_claim_seconds
+            )
+        except BackendUnavailable as exc:  # the service starts; /ready reports it
+            log.warning("start-up recovery skipped: %s", exc.message)
+        else:
+            if cleared:
+                log.warning("cleared %d claims left by uploads that did not finish", cleared)
     # Decoding and transcoding share one pool of worker slots: they are CPU-bound.
     limiter = anyio.CapacityLimiter(settings.transcode_workers)
     wado = WadoService(

@@ -71,3 +71,18 @@ class MotoServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def dynamodb_settings(moto: MotoServer, **more: str) -> dict[str, str]:
+    """DICOMWEB_* settings for a service on a fresh DynamoDB table of ``moto``."""
+    from service.index.dynamodb_schema import create_table
+    from service.index.dynamodb_table import make_client
+
+    table = unique_name("index")
+    client = make_client("us-east-1", moto.endpoint)
+    try:
+        create_table(client, table)
+    finally:
+        client.close()
+    settings = {"index": f"dynamodb://{table}", "dynamodb_endpoint_url": moto.endpoint, **more}
+    return {f"DICOMWEB_{k.upper()}": v for k, v in settings.items()}

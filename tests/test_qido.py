@@ -16,6 +16,7 @@ import httpx
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
+from tests.aws import MotoServer, dynamodb_settings
 from tests.dicomgen import encode, make_dataset, make_instance, new_uid
 from tests.helpers import multipart, stow_headers
 from tests.qido_data import FILES, SOP_CLASS, STUDIES, UNDATED, Corpus, build_corpus
@@ -80,9 +81,13 @@ def values(obj: Obj, tag: str) -> list[Any] | None:
     return found
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    server = ServerProcess(tmp_path_factory.mktemp("qido") / "data").start()
+@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    settings = {}
+    if request.param == "dynamodb":  # the same answers from the DynamoDB index
+        moto: MotoServer = request.getfixturevalue("moto")
+        settings = dynamodb_settings(moto)
+    server = ServerProcess(tmp_path_factory.mktemp("qido") / "data", settings).start()
     corpus = build_corpus()
     try:
         with httpx.Client(base_url=server.root, timeout=60) as client:

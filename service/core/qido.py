@@ -253,11 +253,12 @@ class QidoService:
                 tags |= _DEFAULTS[Level.SERIES]
         return tags
 
-    async def search(self, search: Search, root: str) -> tuple[list[bytes], bool]:
-        """DICOM JSON objects of one page of results, and whether more exist."""
+    async def search(self, search: Search, root: str) -> tuple[list[bytes], bool, str]:
+        """DICOM JSON objects of one page of results, whether more exist, and what the
+        index says about how it found them ("" or a sentence for a Warning header)."""
         page = await self.index.search(self.store, search.query)
         shape = _Shaper(search, self.wanted(search), root)
-        return [shape(hit) for hit in page.hits], page.more
+        return [shape(hit) for hit in page.hits], page.more, page.warning
 
 
 _ONLINE = {"vr": "CS", "Value": ["ONLINE"]}

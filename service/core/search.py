@@ -159,3 +159,6 @@ class SearchPage(msgspec.Struct, frozen=True, kw_only=True):
     hits: list[SearchHit]
     #: True when results exist beyond this page.
     more: bool
+    #: Something the client should know about how the page was found (a backend that
+    #: had to scan, results that may be incomplete), for a ``Warning: 299`` header.
+    warning: str = ""

@@ -2,8 +2,9 @@
 
 Answers ``application/dicom+json``: an array of DICOM JSON objects, ``[]`` when nothing
 matches (200, never 204). A ``Warning: 299`` header says when more results exist than
-the page holds, and names search keys that were ignored because they cannot be matched
-on here.
+the page holds, names search keys that were ignored because they cannot be matched
+on here, and passes on what the index says about how it searched (the DynamoDB index's
+bounded scan).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ async def _search(
         default_limit=svc.settings.qido_default_limit,
         max_limit=svc.settings.qido_max_limit,
     )
-    results, more = await svc.qido.search(search, base_url(request))
-    warnings = []
+    results, more, note = await svc.qido.search(search, base_url(request))
+    warnings = [f'299 dicomweb "{note}"'] if note else []
     if search.ignored:
         warnings.append(
             '299 dicomweb "The following attributes are not supported for matching and '

@@ -100,7 +100,8 @@ class FindService:
         """The response identifiers of one page of results, and whether more exist."""
         query = msgspec.structs.replace(plan.search.query, offset=offset)
         search = msgspec.structs.replace(plan.search, query=query)
-        documents, more = await self.qido.search(search, root="")
+        # A bounded-scan warning (DynamoDB) has no place in a C-FIND response.
+        documents, more, _warning = await self.qido.search(search, root="")
         answers = await anyio.to_thread.run_sync(_answers, plan, documents)
         return answers, more
 

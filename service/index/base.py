@@ -10,7 +10,7 @@ Writes are two-phase, so that no committed row ever points at a missing blob:
 
 A crash between 1 and 3 leaves a claim; :meth:`Index.stale_claims` lists them so that
 start-up recovery can remove blobs that no row refers to. Implementations: ``sqlite``
-(embedded default) and, later, ``dynamodb``. Every row is scoped by a store name.
+(embedded default) and ``dynamodb`` (shared by replicas). Every row is scoped by a store name.
 """
 
 from __future__ import annotations

@@ -9,17 +9,24 @@ that case-insensitive, wildcard and fuzzy name matching use an index.
 
 from __future__ import annotations
 
-import re
-
-from service.core.search import normalise_name
+from service.core.matching import (
+    NAME_ATTRIBUTES,
+    NUMBER_KEYWORDS,
+    TIME_KEYWORDS,
+    name_rows,
+    number,
+)
 
 __all__ = [
+    "INSTANCE_COLUMNS",
     "NAME_ATTRIBUTES",
+    "NUMBER_KEYWORDS",
     "PLANNER_STATISTICS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SERIES_COLUMNS",
     "STUDY_COLUMNS",
+    "TIME_KEYWORDS",
     "name_rows",
     "number",
 ]
@@ -155,26 +162,3 @@ INSTANCE_COLUMNS = {
     "SOPClassUID": "sop_class_uid",
     "InstanceNumber": "instance_number",
 }
-NAME_ATTRIBUTES = ("PatientName", "ReferringPhysicianName")
-TIME_KEYWORDS = {"StudyTime", "SeriesTime", "PerformedProcedureStepStartTime"}
-NUMBER_KEYWORDS = {"SeriesNumber", "InstanceNumber"}
-
-
-def number(value: str | None) -> int | None:
-    try:
-        return int((value or "").strip())
-    except ValueError:
-        return None
-
-
-def name_rows(value: str) -> list[tuple[str, str]]:
-    """(kind, value) rows for one PN value: each non-empty component group, normalised
-    as a whole, and each word of each group."""
-    rows: list[tuple[str, str]] = []
-    for group in value.split("="):
-        normal = normalise_name(group)
-        if not normal:
-            continue
-        rows.append(("g", normal))
-        rows.extend(("w", word) for word in sorted(set(re.split(r"[\s^]+", normal)) - {""}))
-    return rows
