@@ -86,3 +86,58 @@ def dynamodb_settings(moto: MotoServer, **more: str) -> dict[str, str]:
         client.close()
     settings = {"index": f"dynamodb://{table}", "dynamodb_endpoint_url": moto.endpoint, **more}
     return {f"DICOMWEB_{k.upper()}": v for k, v in settings.items()}
+
+
+def aws_settings(moto: MotoServer) -> dict[str, str]:
+    """DICOMWEB_* settings for a service on S3 (a fresh bucket) and DynamoDB (a fresh
+    table) of ``moto``, the production configuration."""
+    import boto3
+
+    bucket = unique_name("blobs")
+    s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    return {
+        **dynamodb_settings(moto),
+        "DICOMWEB_STORAGE": f"s3://{bucket}/archive",
+        "DICOMWEB_S3_ENDPOINT_URL": moto.endpoint,
+        # The smallest part S3 takes, so that tests' larger instances use multipart.
+        "DICOMWEB_S3_PART_SIZE": str(5 * 1024 * 1024),
+    }
+
+
+def aws_snapshot(env: dict[str, str]) -> dict[str, object]:
+    """What a service on S3 + DynamoDB holds, in the shape of the embedded snapshot:
+    every instance object's hash, every index row, claims, and uploads in progress."""
+    import hashlib
+
+    import boto3
+
+    endpoint = env["DICOMWEB_S3_ENDPOINT_URL"]
+    bucket, _, prefix = env["DICOMWEB_STORAGE"].removeprefix("s3://").partition("/")
+    table = env["DICOMWEB_INDEX"].removeprefix("dynamodb://")
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    files = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            key = obj["Key"].removeprefix(prefix + "/")
+            if "/studies/" not in key:
+                continue  # caches and large metadata documents, not instances
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            files[key] = hashlib.sha256(body).hexdigest()
+    uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    ddb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+    items = [
+        i for page in ddb.get_paginator("scan").paginate(TableName=table) for i in page["Items"]
+    ]
+    rows = sorted(
+        (i["sop"]["S"], i["key"]["S"], i["sha"]["S"])
+        for i in items
+        if i["SK"]["S"].startswith("INST#")
+    )
+    claims = sum(1 for i in items if i["SK"]["S"] == "CLAIM")
+    return {
+        "files": dict(sorted(files.items())),
+        "rows": rows,
+        "claims": claims,
+        "temp": sorted(u["Key"] for u in uploads),
+    }

@@ -9,6 +9,7 @@ from typing import Any
 
 import pydicom.data
 
+from tests.aws import aws_snapshot
 from tests.server import ServerProcess
 
 BOUNDARY = "test-boundary-7f3a"
@@ -47,11 +48,13 @@ def stow_headers(boundary: str = BOUNDARY) -> dict[str, str]:
 
 def snapshot(server: ServerProcess) -> dict[str, Any]:
     """What is stored: every blob's hash, every index row, and leftovers."""
+    if "DICOMWEB_INDEX" in server.env and "DICOMWEB_STORAGE" in server.env:
+        return aws_snapshot(server.env)
     blobs = server.data_dir / "blobs"
     files = {
         str(p.relative_to(blobs)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(blobs.rglob("*"))
-        if p.is_file() and ".tmp" not in p.parts
+        if p.is_file() and ".tmp" not in p.parts and "cache" not in p.parts
     }
     with sqlite3.connect(server.data_dir / "index.sqlite") as conn:
         rows = conn.execute(

@@ -82,10 +82,25 @@ async def _retrieve(
             headers={"Content-Length": str(ref.size)},
         )
     boundary = make_boundary()
+    headers = {}
+    if not transcoding:
+        # Every part's size is known up front, so the response has a Content-Length:
+        # clients read it without chunked framing and can show progress.
+        headers["Content-Length"] = str(_multipart_length(refs, boundary))
     return Stream(
         _multipart_body(wado, refs, boundary, syntax),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
+        headers=headers,
     )
+
+
+def _multipart_length(refs: list[InstanceRef], boundary: str) -> int:
+    """The length of :func:`_multipart_body` for instances sent as stored."""
+    total = len(closing_delimiter(boundary))
+    for number, ref in enumerate(refs):
+        content_type = f"{DICOM}; transfer-syntax={ref.transfer_syntax}"
+        total += (2 if number else 0) + len(part_header(boundary, content_type)) + ref.size
+    return total
 
 
 _RETRIEVE_DOC = (
