@@ -25,6 +25,13 @@ sync: .venv/.synced
 run: .venv/.synced
 	.venv/bin/python -m service serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
 
+# The API suites run a second time against S3 + DynamoDB (a moto server the tests start);
+# test_qido.py already runs every search on both indexes in the first pass.
+AWS_API_TESTS := tests/test_stow.py tests/test_wado.py tests/test_dicomweb_client.py \
+	tests/test_bulkdata.py tests/test_frames.py tests/test_transcode.py \
+	tests/test_metadata_cache.py tests/test_rendered.py tests/test_cors.py \
+	tests/test_browser_cors.py tests/test_workers.py
+
 ## Debian packages the tests use as peers (DCMTK, Chromium); installs what is missing.
 system-deps:
 	sh scripts/system-deps.sh
@@ -35,6 +42,7 @@ test: .venv/.synced system-deps
 	.venv/bin/ruff format --check service tests scripts bench
 	.venv/bin/mypy
 	.venv/bin/python -m pytest
+	TEST_BACKEND=aws .venv/bin/python -m pytest $(AWS_API_TESTS)
 
 lint: .venv/.synced
 	.venv/bin/ruff check service tests scripts bench

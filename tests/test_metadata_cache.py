@@ -107,6 +107,7 @@ def test_bulk_data_uris_follow_the_base_url(start_server) -> None:  # type: igno
     assert uri.endswith("/bulkdata/7FE00010")
 
 
+@pytest.mark.embedded_only
 def test_documents_survive_a_restart_from_storage(start_server) -> None:  # type: ignore[no-untyped-def]
     proc = start_server(metadata_warm_delay="0")
     study = new_uid()
@@ -125,6 +126,7 @@ def test_documents_survive_a_restart_from_storage(start_server) -> None:  # type
         assert sops(client.get(f"/studies/{study}/metadata", headers=JSON)) == sops(first)
 
 
+@pytest.mark.embedded_only
 def test_warmer_builds_documents_after_a_quiet_period(start_server) -> None:  # type: ignore[no-untyped-def]
     proc = start_server(metadata_warm_delay="0.2")
     study, series = new_uid(), new_uid()
@@ -151,6 +153,7 @@ def test_unknown_study_and_series_metadata_are_404(client: httpx.Client) -> None
     assert bad.status_code == 400
 
 
+@pytest.mark.embedded_only
 def test_a_corrupt_cache_file_is_rebuilt_not_served(start_server) -> None:  # type: ignore[no-untyped-def]
     proc = start_server(metadata_warm_delay="0")
     study = new_uid()

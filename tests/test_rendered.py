@@ -589,6 +589,7 @@ def test_etag_and_if_none_match(http: httpx.Client, study: Study) -> None:
     assert http.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
+@pytest.mark.embedded_only
 def test_not_modified_does_not_read_the_file(
     start_server: Callable[..., ServerProcess],
 ) -> None:
