@@ -11,13 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
-
-from tests.server import free_port
+from tests.server import answers, free_port, spawn, terminate
 
 # Dummy credentials: moto accepts any, and they keep boto3 from looking for real ones.
 AWS_ENV = {
@@ -47,29 +44,11 @@ class MotoServer:
         args = [str(Path(sys.executable).with_name("moto_server"))]
         args += ["-H", "127.0.0.1", "-p", str(self.port)]
         env = {**os.environ, **AWS_ENV}
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server exited: {self.log.read_text()}")
-            try:
-                if httpx.get(self.endpoint + "/moto-api/", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"moto server did not start: {self.log.read_text()}")
+        self.proc = spawn(args, env, self.log, answers(self.endpoint + "/moto-api/"), "moto")
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
 

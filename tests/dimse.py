@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.server import free_port
+from tests.server import free_port, spawn, terminate
 
 
 def run(
@@ -37,26 +37,15 @@ class SidecarProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "service", "dimse", "--port", str(self.port)]
         seen = self.log.stat().st_size if self.log.exists() else 0  # earlier runs' lines
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sidecar exited: {self.log.read_text()}")
-            if b"listening on" in self.log.read_bytes()[seen:]:
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"sidecar did not start: {self.log.read_text()}")
+
+        def listening() -> bool:
+            return b"listening on" in self.log.read_bytes()[seen:]
+
+        self.proc = spawn(args, self.env, self.log, listening, "sidecar")
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, wait=15)
         self.proc = None
 
     def jobs(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def spawn(
+    args: list[str], env: dict[str, str], log: Path, ready: Callable[[], bool], what: str
+) -> subprocess.Popen[bytes]:
+    """Start a child process logging to ``log``; return once ``ready()`` says it serves."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=out)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()}")
+        if ready():
+            return proc
+        time.sleep(0.05)
+    terminate(proc)
+    raise RuntimeError(f"{what} did not start: {log.read_text()}")
+
+
+def answers(url: str) -> Callable[[], bool]:
+    """A readiness probe: ``url`` answers 200."""
+
+    def probe() -> bool:
+        try:
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, wait: float = 10) -> None:
+    """Stop a child process: SIGTERM, then SIGKILL after ``wait`` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class ServerProcess:
@@ -35,27 +76,9 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [sys.executable, "-m", "service", "serve", "--port", str(self.port)]
         args += ["--data-dir", str(self.data_dir)]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"server did not start: {self.log.read_text()}")
+        self.proc = spawn(args, self.env, self.log, answers(self.url + "/health"), "server")
+        return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None

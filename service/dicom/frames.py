@@ -42,6 +42,7 @@ __all__ = [
     "Layout",
     "frame_media_type",
     "frame_table",
+    "int_value",
     "read_layout",
 ]
 
@@ -123,7 +124,8 @@ def read_layout(document: bytes) -> Layout | None:
     return msgspec.json.decode(document, type=Layout) if document else None
 
 
-def _int(ds: Dataset, keyword: str, default: int) -> int:
+def int_value(ds: Dataset, keyword: str, default: int) -> int:
+    """An integer attribute, or ``default`` when absent, empty or not a number."""
     try:
         value = ds.get(keyword)
         return int(value) if value not in (None, "") else default
@@ -162,9 +164,9 @@ def _starts(ds: Dataset, location: PixelDataLocation, count: int) -> tuple[int, 
 
 def frame_table(ds: Dataset, location: PixelDataLocation, transfer_syntax: str) -> FrameTable:
     """The frame table of an instance whose pixel data is at ``location``."""
-    count = max(1, _int(ds, "NumberOfFrames", 1))
-    rows, columns = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
-    samples, bits = _int(ds, "SamplesPerPixel", 1), _int(ds, "BitsAllocated", 8)
+    count = max(1, int_value(ds, "NumberOfFrames", 1))
+    rows, columns = int_value(ds, "Rows", 0), int_value(ds, "Columns", 0)
+    samples, bits = int_value(ds, "SamplesPerPixel", 1), int_value(ds, "BitsAllocated", 8)
     pixels = rows * columns * samples
     frame_bits = pixels * bits
     frame_bytes = (frame_bits + 7) // 8

@@ -19,12 +19,12 @@ from litestar import Request, get
 from litestar.params import Parameter
 from litestar.response import Response, Stream
 
+from service.core.frames import parse_frame_list
 from service.core.rendered import Frame, RenderedService
 from service.dicomweb.common import base_url, services, uids
 from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
 from service.dicomweb.rendered_params import (
     choose_image,
-    parse_frame_list,
     parse_quality,
     parse_viewport,
     parse_window,

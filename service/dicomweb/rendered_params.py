@@ -15,7 +15,6 @@ from service.imaging.render import JPEG, MEDIA_TYPES, Viewport, Window
 __all__ = [
     "MAX_VIEWPORT",
     "choose_image",
-    "parse_frame_list",
     "parse_quality",
     "parse_viewport",
     "parse_window",
@@ -27,20 +26,6 @@ _FUNCTIONS = ("linear", "linear-exact", "sigmoid")
 # ASCII digits only: str.isdigit() also takes superscripts, which int() refuses.
 _UNSIGNED = re.compile(r"[0-9]+")
 _SIGNED = re.compile(r"[+-]?[0-9]+")
-
-
-def parse_frame_list(value: str) -> list[int]:
-    """``1,3,5`` -> [1, 3, 5]: 1-based frame numbers, as PS3.18 §8.3.3 writes them."""
-    numbers = []
-    for item in value.split(","):
-        item = item.strip()
-        if not _UNSIGNED.fullmatch(item) or int(item) < 1:
-            raise MalformedRequest(
-                f"frame list {value!r} is malformed: frame numbers are integers from 1, "
-                "separated by commas"
-            )
-        numbers.append(int(item))
-    return numbers
 
 
 def parse_quality(value: str | None) -> int:

@@ -33,6 +33,7 @@ from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.utils import iter_pixels, pack_bits
 from pydicom.uid import UID
 
+from service.dicom.frames import int_value
 from service.errors import NotAcceptable, NotFound
 
 __all__ = [
@@ -74,18 +75,12 @@ def can_transcode(source: str, target: str) -> bool:
     return target in TARGETS and (source == target or decodable(source))
 
 
-def _int(ds: Dataset, keyword: str, default: int) -> int:
-    try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
-        return default
-
-
 def _check_size(ds: Dataset, stored: int, max_bytes: int) -> None:
-    frames = max(1, _int(ds, "NumberOfFrames", 1))
-    bits = _int(ds, "BitsAllocated", 8)
-    pixels = _int(ds, "Rows", 0) * _int(ds, "Columns", 0) * _int(ds, "SamplesPerPixel", 1)
+    frames = max(1, int_value(ds, "NumberOfFrames", 1))
+    bits = int_value(ds, "BitsAllocated", 8)
+    pixels = (
+        int_value(ds, "Rows", 0) * int_value(ds, "Columns", 0) * int_value(ds, "SamplesPerPixel", 1)
+    )
     # Decoding works on arrays of at least a byte per sample, whatever BitsAllocated says.
     decoded = frames * pixels * max(1, (bits + 7) // 8)
     size = max(stored, decoded)
@@ -120,7 +115,7 @@ def _decoding(ds: Dataset) -> Iterator[None]:
 
 
 def _native_bytes(ds: Dataset, frame: np.ndarray) -> bytes:
-    if _int(ds, "BitsAllocated", 8) == 1:
+    if int_value(ds, "BitsAllocated", 8) == 1:
         return pack_bits(frame)
     return np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<")).tobytes()
 
@@ -139,8 +134,8 @@ def _swap_other_binary(ds: Dataset) -> None:
 def _decode_native_big_endian(ds: Dataset) -> None:
     frames = list(iter_pixels(ds, raw=True))
     ds.PixelData = b"".join(_native_bytes(ds, f) for f in frames)
-    ds["PixelData"].VR = "OB" if _int(ds, "BitsAllocated", 8) <= 8 else "OW"
-    if _int(ds, "SamplesPerPixel", 1) > 1:
+    ds["PixelData"].VR = "OB" if int_value(ds, "BitsAllocated", 8) <= 8 else "OW"
+    if int_value(ds, "SamplesPerPixel", 1) > 1:
         ds.PlanarConfiguration = 0  # pydicom's arrays are colour-by-pixel
     if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
         ds.PhotometricInterpretation = "YBR_FULL"  # the array is no longer subsampled
@@ -181,7 +176,7 @@ def decode_frames(data: bytes, numbers: Iterable[int], *, max_bytes: int) -> lis
     ds = _read(data, max_bytes)
     if "PixelData" not in ds:
         raise NotFound(f"instance {ds.get('SOPInstanceUID', '?')} has no pixel data")
-    count = max(1, _int(ds, "NumberOfFrames", 1))
+    count = max(1, int_value(ds, "NumberOfFrames", 1))
     wanted = list(numbers)
     missing = [n for n in wanted if n > count]
     if missing:
