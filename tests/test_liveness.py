@@ -120,12 +120,13 @@ def test_live_upload_claim_survives_another_process_start_up(
 
 
 async def test_storage_start_up_keeps_temp_files_of_live_writers(tmp_path: Path) -> None:
-    from service.storage.local import LocalBlobStore
+    from service.storage.local import WRITE_BUFFER, LocalBlobStore
 
     first = LocalBlobStore(tmp_path / "blobs")
     await first.open()
     writer = await first.open_writer("default/a.dcm")  # a live upload, holding its lock
-    await writer.write(b"x" * 10)
+    data = b"x" * (WRITE_BUFFER + 10)  # past the buffer: its temporary file exists
+    await writer.write(data)
     abandoned = tmp_path / "blobs" / ".tmp" / "crashed.part"  # no lock: its writer died
     abandoned.write_bytes(b"left over")
     second = LocalBlobStore(tmp_path / "blobs")
@@ -133,4 +134,4 @@ async def test_storage_start_up_keeps_temp_files_of_live_writers(tmp_path: Path)
     assert not abandoned.exists()
     assert len(list((tmp_path / "blobs" / ".tmp").glob("*.part"))) == 1
     await writer.commit()
-    assert (tmp_path / "blobs" / "default" / "a.dcm").read_bytes() == b"x" * 10
+    assert (tmp_path / "blobs" / "default" / "a.dcm").read_bytes() == data

@@ -43,10 +43,22 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _LocalWriter(BlobWriter):
+    """The temporary file is created with the first buffer that goes to disk, so a blob
+    smaller than :data:`WRITE_BUFFER` (most instances of a small modality) is created,
+    written, fsynced and renamed into place in a single thread hop at commit."""
+
     def __init__(self, final: Path, tmp_dir: Path) -> None:
         self._final = final
+        self._tmp_dir = tmp_dir
+        self._tmp: Path | None = None
+        self._file: BinaryIO | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._closed = False
+
+    def _create(self) -> BinaryIO:
         while True:
-            fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
+            fd, name = tempfile.mkstemp(dir=self._tmp_dir, suffix=".part")
             fcntl.flock(fd, fcntl.LOCK_EX)
             # Another process's clean-up may have removed the file between its creation
             # and our lock: then take a new one.
@@ -57,51 +69,55 @@ class _LocalWriter(BlobWriter):
                 pass
             os.close(fd)
         self._tmp = Path(name)
-        self._file: BinaryIO | None = os.fdopen(fd, "wb", buffering=0)
-        self._pending: list[bytes] = []
-        self._pending_size = 0
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        return self._file
+
+    def _write_sync(self, chunks: list[bytes]) -> BinaryIO:
+        file = self._file or self._create()
+        file.writelines(chunks)
+        return file
 
     async def write(self, data: bytes) -> None:
-        if self._file is None:
+        if self._closed:
             raise RuntimeError("write after commit or abort")
         self._pending.append(data)
         self._pending_size += len(data)
         if self._pending_size >= WRITE_BUFFER:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        if not self._pending:
-            return
-        chunks, self._pending, self._pending_size = self._pending, [], 0
-        file = self._file
-        assert file is not None
-        await anyio.to_thread.run_sync(file.writelines, chunks)
+            chunks, self._pending, self._pending_size = self._pending, [], 0
+            await anyio.to_thread.run_sync(self._write_sync, chunks)
 
     async def commit(self) -> None:
-        await self._flush()
-        file, self._file = self._file, None
-        if file is None:
+        if self._closed:
             raise RuntimeError("commit after commit or abort")
-        await anyio.to_thread.run_sync(self._commit_sync, file)
+        self._closed = True
+        chunks, self._pending, self._pending_size = self._pending, [], 0
+        await anyio.to_thread.run_sync(self._commit_sync, chunks)
 
-    def _commit_sync(self, file: BinaryIO) -> None:
+    def _commit_sync(self, chunks: list[bytes]) -> None:
+        file = self._write_sync(chunks)
+        self._file = None
         try:
             os.fsync(file.fileno())
         finally:
             file.close()
+        assert self._tmp is not None
         self._final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._tmp, self._final)
         _fsync_dir(self._final.parent)
 
     async def abort(self) -> None:
-        file, self._file = self._file, None
+        self._closed = True
         self._pending = []
-        if file is not None:
-            await anyio.to_thread.run_sync(self._abort_sync, file)
+        if self._file is not None or self._tmp is not None:
+            await anyio.to_thread.run_sync(self._abort_sync)
 
-    def _abort_sync(self, file: BinaryIO) -> None:
-        file.close()
-        self._tmp.unlink(missing_ok=True)
+    def _abort_sync(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _remove_if_abandoned(path: Path) -> None:
@@ -147,8 +163,7 @@ class LocalBlobStore(BlobStore):
         return self.root / check_key(key)
 
     async def open_writer(self, key: str) -> BlobWriter:
-        final = self._path(key)
-        return await anyio.to_thread.run_sync(_LocalWriter, final, self._tmp)
+        return _LocalWriter(self._path(key), self._tmp)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
