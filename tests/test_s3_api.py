@@ -200,3 +200,33 @@ def test_concurrent_large_stows_on_s3(
         assert retrieve(client, uids_of(data)) == data
     assert len(objects(s3, bucket)) == 3
     assert uploads(s3, bucket) == []
+
+
+def test_retrieve_while_s3_is_unreachable_is_a_503_not_a_cut_body(
+    start_server: Callable[..., ServerProcess],
+    moto: MotoServer,
+    bucket: str,
+    client_for: Callable[[ServerProcess], httpx.Client],
+) -> None:
+    proxy = TcpProxy(moto.port)
+    try:
+        server = s3_server(start_server, proxy.endpoint, bucket)
+        client = client_for(server)
+        data = make_instance(rows=64, cols=64)
+        assert (
+            client.post("/studies", content=multipart(data), headers=stow_headers()).status_code
+            == 200
+        )
+        study, series, sop = uids_of(data)
+        proxy.cut()  # S3 stops answering; the index still knows the instance
+        for path, accept in (
+            (f"/studies/{study}/series/{series}/instances/{sop}", "application/dicom"),
+            (f"/studies/{study}/series/{series}", 'multipart/related; type="application/dicom"'),
+        ):
+            r = client.get(path, headers={"Accept": f"{accept}; transfer-syntax=*"})
+            assert r.status_code == 503, (path, r.status_code)
+            assert bucket in r.json()["detail"]
+        proxy.restore()
+        assert retrieve(client, (study, series, sop)) == data  # and serves again
+    finally:
+        proxy.close()

@@ -52,6 +52,26 @@ async def _multipart_body(
     yield closing_delimiter(boundary)
 
 
+async def _primed(chunks: AsyncIterator[bytes], count: int) -> AsyncIterator[bytes]:
+    """Take the first ``count`` pieces of a body now, before the status line is sent: a
+    storage that cannot deliver the first instance then answers with its error (503
+    when S3 cannot be reached) instead of a 200 cut off after its headers."""
+    ahead: list[bytes] = []
+    for _ in range(count):
+        try:
+            ahead.append(await anext(chunks))
+        except StopAsyncIteration:
+            break
+
+    async def body() -> AsyncIterator[bytes]:
+        for piece in ahead:
+            yield piece
+        async for piece in chunks:
+            yield piece
+
+    return body()
+
+
 async def _retrieve(
     request: Request[Any, Any, Any], study: str, series: str | None, sop: str | None
 ) -> Stream:
@@ -77,7 +97,7 @@ async def _retrieve(
                 headers={"Content-Length": str(len(body))},
             )
         return Stream(
-            wado.content(ref),
+            await _primed(wado.content(ref), 1),
             media_type=f"{DICOM}; transfer-syntax={ref.transfer_syntax}",
             headers={"Content-Length": str(ref.size)},
         )
@@ -88,7 +108,8 @@ async def _retrieve(
         # clients read it without chunked framing and can show progress.
         headers["Content-Length"] = str(_multipart_length(refs, boundary))
     return Stream(
-        _multipart_body(wado, refs, boundary, syntax),
+        # The first part's header, then its first bytes from storage.
+        await _primed(_multipart_body(wado, refs, boundary, syntax), 2),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
         headers=headers,
     )
