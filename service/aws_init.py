@@ -37,10 +37,11 @@ def init_aws(settings: Settings, report: Report = print) -> None:
     """Create what the configured AWS backends need; report each step in words."""
     did_storage = create_bucket(settings, report)
     did_index = create_table(settings, report)
-    if not did_storage and not did_index:
+    did_jobs = create_jobs_table(settings, report)
+    if not did_storage and not did_index and not did_jobs:
         report(
-            "nothing to do: DICOMWEB_STORAGE is not s3://... and DICOMWEB_INDEX is not "
-            "dynamodb://..."
+            "nothing to do: DICOMWEB_STORAGE is not s3://..., and neither DICOMWEB_INDEX "
+            "nor DICOMWEB_JOBS is dynamodb://..."
         )
 
 
@@ -129,3 +130,22 @@ def create_table(settings: Settings, report: Report = print) -> bool:
     from service.index.dynamodb import init_table  # boto3 only when chosen
 
     return init_table(settings, report)
+
+
+def create_jobs_table(settings: Settings, report: Report = print) -> bool:
+    """Make the DynamoDB table of a ``dynamodb://`` job queue URL ready. False when the
+    job queue is not on DynamoDB."""
+    if not settings.jobs_url.startswith("dynamodb://"):
+        return False
+    from service.index.dynamodb_table import Table, make_client
+    from service.jobs import dynamodb
+
+    name = settings.jobs_url.removeprefix("dynamodb://").strip("/")
+    client = make_client(settings.aws_region, settings.dynamodb_endpoint_url)
+    try:
+        with Table(client, name).errors():
+            created = dynamodb.create_jobs_table(client, name)
+    finally:
+        client.close()
+    report(f"jobs table {name}: {'created' if created else 'exists'}")
+    return True

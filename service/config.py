@@ -224,7 +224,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         ),
     ] = ""
     jobs: Annotated[
-        str, _doc("Job queue URL: sqlite:///abs/path.sqlite, or empty for <data_dir>/jobs.sqlite.")
+        str,
+        _doc(
+            "Job queue URL: sqlite:///abs/path.sqlite, dynamodb://table (shared by "
+            "replicas), or empty for <data_dir>/jobs.sqlite."
+        ),
     ] = ""
     job_retry_base: Annotated[
         float,

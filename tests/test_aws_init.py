@@ -106,3 +106,22 @@ def test_unreachable_endpoint_fails_with_a_message(
     done = init_aws(f"http://127.0.0.1:{free_port()}", storage=f"s3://{unique_name('init')}")
     assert done.returncode == 1
     assert "init-aws failed: Could not connect to the endpoint URL" in done.stderr
+
+
+def test_creates_the_index_and_jobs_tables_and_is_idempotent(moto: MotoServer) -> None:
+    index, jobs = unique_name("index"), unique_name("jobs")
+    settings = {
+        "index": f"dynamodb://{index}",
+        "jobs": f"dynamodb://{jobs}",
+        "dynamodb_endpoint_url": moto.endpoint,
+    }
+    first = init_aws(moto.endpoint, **settings)
+    assert first.returncode == 0, first.stderr
+    assert f"table {index}: created" in first.stdout
+    assert f"jobs table {jobs}: created" in first.stdout
+    ddb = boto3.client("dynamodb", endpoint_url=moto.endpoint)
+    described = ddb.describe_table(TableName=jobs)["Table"]
+    assert {i["IndexName"] for i in described["GlobalSecondaryIndexes"]} == {"due", "by_state"}
+    again = init_aws(moto.endpoint, **settings)
+    assert again.returncode == 0, again.stderr
+    assert f"jobs table {jobs}: exists" in again.stdout

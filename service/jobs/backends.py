@@ -15,4 +15,13 @@ async def open_jobs(settings: Settings) -> JobQueue:
         queue = SqliteJobQueue.from_url(url)
         await queue.open()
         return queue
-    raise ValueError(f"unsupported job queue URL {url!r} (supported: sqlite:///)")
+    if url.startswith("dynamodb://"):
+        # boto3 is imported only when DynamoDB is chosen.
+        from service.jobs.dynamodb import DynamoDBJobQueue
+
+        shared = DynamoDBJobQueue.from_url(
+            url, region=settings.aws_region, endpoint_url=settings.dynamodb_endpoint_url
+        )
+        await shared.open()
+        return shared
+    raise ValueError(f"unsupported job queue URL {url!r} (supported: sqlite:///, dynamodb://)")

@@ -13,7 +13,7 @@ restart of the process that runs it:
        +------retry-------------------------------+
 
 A claim is a lease: a job whose worker died is claimed again once the lease runs out.
-Implementations: ``sqlite`` (embedded default); a DynamoDB/SQS one comes later.
+Implementations: ``sqlite`` (embedded default) and ``dynamodb`` (shared by replicas).
 """
 
 from __future__ import annotations

@@ -74,10 +74,23 @@ async def index(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await idx.close()
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "dynamodb"])
 async def job_queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobQueue]:
+    queue: JobQueue
     if request.param == "sqlite":
-        queue = SqliteJobQueue(tmp_path / "jobs.sqlite")
-        await queue.open()
-        yield queue
-        await queue.close()
+        sqlite = SqliteJobQueue(tmp_path / "jobs.sqlite")
+        await sqlite.open()
+        queue = sqlite
+    else:
+        from service.jobs.dynamodb import DynamoDBJobQueue, create_jobs_table
+
+        moto: MotoServer = request.getfixturevalue("moto")
+        name = unique_name("jobs")
+        client = make_client("us-east-1", moto.endpoint)
+        await anyio.to_thread.run_sync(create_jobs_table, client, name)
+        client.close()
+        shared = DynamoDBJobQueue(name, region="us-east-1", endpoint_url=moto.endpoint)
+        await shared.open()
+        queue = shared
+    yield queue
+    await queue.close()
