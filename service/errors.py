@@ -61,6 +61,17 @@ class MalformedRequest(ClientError):
 class NotFound(ClientError):
     status_code = 404
 
+    @classmethod
+    def unstored(cls, study: str, series: str | None = None, sop: str | None = None) -> NotFound:
+        """The study, series or instance a request names is not stored."""
+        if sop is not None:
+            what = f"instance {sop} of series {series} in study {study}"
+        elif series is not None:
+            what = f"series {series} in study {study}"
+        else:
+            what = f"study {study}"
+        return cls(f"{what} is not stored here")
+
 
 class NotAcceptable(ClientError):
     status_code = 406

@@ -89,7 +89,7 @@ class FrameService:
         or lacks one of ``numbers``."""
         found = await self.index.layouts(self.store, study, series, sop)
         if not found:
-            raise NotFound(f"instance {sop} of series {series} in study {study} is not stored here")
+            raise NotFound.unstored(study, series, sop)
         ref, document = found[0]
         layout = read_layout(document)
         deflated = ref.transfer_syntax in DEFLATED_TRANSFER_SYNTAXES

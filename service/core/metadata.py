@@ -124,8 +124,7 @@ class MetadataDocuments:
         """The study's (series') revision; :class:`NotFound` when nothing is stored."""
         revision = await self.index.revision(self.store, study, series)
         if revision is None:
-            what = f"series {series} in study {study}" if series else f"study {study}"
-            raise NotFound(f"{what} is not stored here")
+            raise NotFound.unstored(study, series)
         return revision
 
     async def document(
@@ -200,7 +199,7 @@ class MetadataDocuments:
         found = await self.index.metadata(self.store, study, series)
         after = await self.index.revision(self.store, study, series)
         if not found:
-            raise NotFound(f"study {study} is not stored here")
+            raise NotFound.unstored(study, series)
         placeholder = BULK_PLACEHOLDER.encode()
         parts = [
             doc.replace(

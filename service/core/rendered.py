@@ -156,7 +156,7 @@ class RenderedService:
             self.wado.store, Query(level=Level.SERIES, study_uid=study, limit=10_000)
         )
         if not page.hits:
-            raise NotFound(f"study {study} is not stored here")
+            raise NotFound.unstored(study)
         for hit in page.hits:
             if hit.series_uid is None:
                 continue

@@ -17,14 +17,6 @@ from service.storage.base import BlobStore
 __all__ = ["WadoService"]
 
 
-def _describe(study: str, series: str | None, sop: str | None) -> str:
-    if sop is not None:
-        return f"instance {sop} of series {series} in study {study}"
-    if series is not None:
-        return f"series {series} in study {study}"
-    return f"study {study}"
-
-
 class WadoService:
     def __init__(
         self,
@@ -47,7 +39,7 @@ class WadoService:
         """The stored instances of a study, series or instance; 404 when there are none."""
         found = await self.index.instances(self.store, study, series, sop)
         if not found:
-            raise NotFound(f"{_describe(study, series, sop)} is not stored here")
+            raise NotFound.unstored(study, series, sop)
         return found
 
     async def metadata(
@@ -56,7 +48,7 @@ class WadoService:
         """Each instance's stored DICOM JSON; 404 when there are none."""
         found = await self.index.metadata(self.store, study, series, sop)
         if not found:
-            raise NotFound(f"{_describe(study, series, sop)} is not stored here")
+            raise NotFound.unstored(study, series, sop)
         return found
 
     def content(self, ref: InstanceRef) -> AsyncIterator[bytes]:
