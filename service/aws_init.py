@@ -137,10 +137,10 @@ def create_jobs_table(settings: Settings, report: Report = print) -> bool:
     job queue is not on DynamoDB."""
     if not settings.jobs_url.startswith("dynamodb://"):
         return False
-    from service.index.dynamodb_table import Table, make_client
+    from service.index.dynamodb_table import Table, make_client, table_name
     from service.jobs import dynamodb
 
-    name = settings.jobs_url.removeprefix("dynamodb://").strip("/")
+    name = table_name(settings.jobs_url)
     client = make_client(settings.aws_region, settings.dynamodb_endpoint_url)
     try:
         with Table(client, name).errors():

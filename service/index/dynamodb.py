@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import threading
 import time
 import uuid
@@ -52,7 +51,7 @@ from service.index.dynamodb_schema import (
     tokens,
 )
 from service.index.dynamodb_search import Searcher
-from service.index.dynamodb_table import Table, make_client
+from service.index.dynamodb_table import Table, make_client, table_name
 from service.storage.base import BlobStore
 
 __all__ = ["DynamoDBIndex", "init_table", "table_name"]
@@ -518,14 +517,6 @@ class DynamoDBIndex(Index):
 def _instance_order(item: Item) -> tuple[str, bool, int, str]:
     inum = item.get("inum")
     return (item["series"]["S"], inum is None, int(inum["N"]) if inum else 0, item["sop"]["S"])
-
-
-def table_name(url: str) -> str:
-    """The table of a ``dynamodb://table`` URL."""
-    name = url.removeprefix("dynamodb://").strip("/")
-    if not url.startswith("dynamodb://") or not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", name):
-        raise ValueError(f"not a dynamodb://table URL (table: 3-255 of A-Z a-z 0-9 _ . -): {url!r}")
-    return name
 
 
 def init_table(settings: Settings, report: Callable[[str], None] = print) -> bool:

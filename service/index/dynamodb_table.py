@@ -8,6 +8,7 @@ error that reaches us is one to report, not to retry.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from service.index.dynamodb_schema import Item
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-__all__ = ["Table", "make_client"]
+__all__ = ["Table", "make_client", "table_name"]
 
 _MISSING = {"ResourceNotFoundException"}
 _DENIED = {
@@ -199,3 +200,11 @@ class Table:
             except self.client.exceptions.TransactionConflictException:
                 return False
         return True
+
+
+def table_name(url: str) -> str:
+    """The table of a ``dynamodb://table`` URL."""
+    name = url.removeprefix("dynamodb://").strip("/")
+    if not url.startswith("dynamodb://") or not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", name):
+        raise ValueError(f"not a dynamodb://table URL (table: 3-255 of A-Z a-z 0-9 _ . -): {url!r}")
+    return name

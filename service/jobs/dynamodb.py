@@ -25,7 +25,7 @@ import anyio.to_thread
 import msgspec
 from botocore.exceptions import ClientError
 
-from service.index.dynamodb_table import Table, make_client
+from service.index.dynamodb_table import Table, make_client, table_name
 from service.jobs.base import Job, JobQueue, JobRecord, JobState, job_decoder
 
 if TYPE_CHECKING:
@@ -104,10 +104,7 @@ class DynamoDBJobQueue(JobQueue):
 
     @classmethod
     def from_url(cls, url: str, *, region: str, endpoint_url: str = "") -> DynamoDBJobQueue:
-        name = url.removeprefix("dynamodb://").strip("/")
-        if not url.startswith("dynamodb://") or not name or "/" in name:
-            raise ValueError(f"not a dynamodb://table URL: {url!r}")
-        return cls(name, region=region, endpoint_url=endpoint_url)
+        return cls(table_name(url), region=region, endpoint_url=endpoint_url)
 
     @property
     def _client(self) -> DynamoDBClient:
