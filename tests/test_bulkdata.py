@@ -234,3 +234,12 @@ def test_deflated_instance_bulk_data(client: httpx.Client) -> None:
     r = httpx.get(uri, headers=OCTET)
     assert r.status_code == 200
     assert r.content == ds.PixelData
+
+
+def test_pixel_data_of_an_instance_without_any(client: httpx.Client) -> None:
+    ds = make_dataset()
+    del ds.PixelData
+    url = stored(client, ds)
+    r = client.get(f"{url}/bulkdata/7FE00010", headers=OCTET)
+    assert r.status_code == 404
+    assert "has no pixel data" in r.json()["detail"]

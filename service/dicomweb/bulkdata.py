@@ -21,15 +21,6 @@ __all__ = ["bulkdata"]
 
 OCTET_STREAM = "application/octet-stream"
 PIXEL_DATA = 0x7FE00010
-#: Transfer syntaxes whose pixel data is one value (possibly deflated as a whole).
-NATIVE_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2",
-        "1.2.840.10008.1.2.1",
-        "1.2.840.10008.1.2.2",
-        "1.2.840.10008.1.2.1.99",
-    }
-)
 
 
 def _multipart_wanted(accept: str | None) -> bool:
@@ -93,14 +84,17 @@ async def bulkdata(
     uids(study, series, instance)
     tag_path = parse_path(path)
     svc = services(request)
-    ref = (await svc.wado.instances(study, series, instance))[0]
-    if tag_path == [PIXEL_DATA] and ref.transfer_syntax not in NATIVE_SYNTAXES:
-        # Compressed pixel data is a sequence of fragments, not one value: its bulk data
-        # is its frames, negotiated as the frame resource negotiates them.
+    if tag_path == [PIXEL_DATA]:
         source = await svc.frames.source(study, series, instance, [])
-        table = source.layout.frames if source.layout is not None else None
-        count = table.count if table is not None else 1
-        return await frames_response(request, source, list(range(1, count + 1)))
+        layout, ref = source.layout, source.ref
+        if layout is not None and layout.length is None:
+            # Encapsulated (undefined length, as stored) pixel data is a sequence of
+            # fragments, not one value: its bulk data is its frames, negotiated as the
+            # frame resource negotiates them.
+            count = layout.frames.count if layout.frames is not None else 1
+            return await frames_response(request, source, list(range(1, count + 1)))
+    else:
+        ref = (await svc.wado.instances(study, series, instance))[0]
     multipart = _multipart_wanted(request.headers.get("accept"))
     value: BulkValue = await locate(svc.storage, ref, tag_path)
     if multipart:
