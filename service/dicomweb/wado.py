@@ -37,13 +37,19 @@ def _needs_transcoding(ref: InstanceRef, syntax: str) -> bool:
     return syntax not in ("*", ref.transfer_syntax)
 
 
+def _opening(boundary: str, number: int, syntax: str) -> bytes:
+    """What goes before part ``number``'s bytes: the CRLF ending the previous part, the
+    delimiter and the part's header."""
+    header = part_header(boundary, f"{DICOM}; transfer-syntax={syntax}")
+    return b"\r\n" + header if number else header
+
+
 async def _multipart_body(
     wado: WadoService, refs: list[InstanceRef], boundary: str, syntax: str
 ) -> AsyncIterator[bytes]:
     for number, ref in enumerate(refs):
         transcode = _needs_transcoding(ref, syntax)
-        content_type = f"{DICOM}; transfer-syntax={syntax if transcode else ref.transfer_syntax}"
-        yield (b"\r\n" if number else b"") + part_header(boundary, content_type)
+        yield _opening(boundary, number, syntax if transcode else ref.transfer_syntax)
         if transcode:
             yield await wado.transcoded(ref, syntax)
             continue
@@ -119,8 +125,7 @@ def _multipart_length(refs: list[InstanceRef], boundary: str) -> int:
     """The length of :func:`_multipart_body` for instances sent as stored."""
     total = len(closing_delimiter(boundary))
     for number, ref in enumerate(refs):
-        content_type = f"{DICOM}; transfer-syntax={ref.transfer_syntax}"
-        total += (2 if number else 0) + len(part_header(boundary, content_type)) + ref.size
+        total += len(_opening(boundary, number, ref.transfer_syntax)) + ref.size
     return total
 
 
