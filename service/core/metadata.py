@@ -35,10 +35,10 @@ import msgspec
 
 from service.dicom.dicomjson import BULK_PLACEHOLDER
 from service.errors import NotFound, ServiceError
-from service.index.base import Index
+from service.index.base import Index, InstanceRef
 from service.storage.base import BlobNotFound, BlobStore
 
-__all__ = ["MetadataDocument", "MetadataDocuments", "instance_base"]
+__all__ = ["MetadataDocument", "MetadataDocuments", "json_array"]
 
 log = logging.getLogger("service.metadata")
 
@@ -50,9 +50,18 @@ _HEADER = struct.Struct(">Q32s")
 _GZIP_LEVEL = 6
 
 
-def instance_base(base: str, study: str, series: str, sop: str) -> str:
-    """The URL of an instance, which BulkDataURIs are relative to."""
-    return f"{base}/studies/{study}/series/{series}/instances/{sop}"
+def json_array(found: list[tuple[InstanceRef, bytes]], base: str) -> bytes:
+    """Stored instance documents as one DICOM JSON array, each document's BulkDataURIs
+    made absolute: the placeholder becomes its instance's URL under ``base``."""
+    placeholder = BULK_PLACEHOLDER.encode()
+    parts = [
+        doc.replace(
+            placeholder,
+            f"{base}/studies/{r.study_uid}/series/{r.series_uid}/instances/{r.sop_uid}".encode(),
+        )
+        for r, doc in found
+    ]
+    return b"[" + b",".join(parts) + b"]"
 
 
 class MetadataDocument(msgspec.Struct, frozen=True):
@@ -200,14 +209,7 @@ class MetadataDocuments:
         after = await self.index.revision(self.store, study, series)
         if not found:
             raise NotFound.unstored(study, series)
-        placeholder = BULK_PLACEHOLDER.encode()
-        parts = [
-            doc.replace(
-                placeholder, instance_base(base, r.study_uid, r.series_uid, r.sop_uid).encode()
-            )
-            for r, doc in found
-        ]
-        raw = b"[" + b",".join(parts) + b"]"
+        raw = json_array(found, base)
         gzipped = await anyio.to_thread.run_sync(gzip.compress, raw, _GZIP_LEVEL)
         # A document read while the revision moved is served but kept under revision 0,
         # which no request matches, so the next request builds it again.

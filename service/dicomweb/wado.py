@@ -14,9 +14,8 @@ import anyio
 from litestar import Request, get
 from litestar.response import Response, Stream
 
-from service.core.metadata import MetadataDocument, instance_base
+from service.core.metadata import MetadataDocument, json_array
 from service.core.wado import WadoService
-from service.dicom.dicomjson import BULK_PLACEHOLDER
 from service.dicomweb.common import base_url, services, uids
 from service.dicomweb.conditional import accepts_gzip, etag_matches
 from service.dicomweb.media import DICOM, DICOM_JSON, choose_instance_media, choose_json
@@ -164,14 +163,7 @@ async def _metadata(
     if sop is None:
         return await _cached_metadata(request, study, series, root)
     found = await svc.wado.metadata(study, series, sop)
-    docs = [
-        doc.replace(
-            BULK_PLACEHOLDER.encode(),
-            instance_base(root, ref.study_uid, ref.series_uid, ref.sop_uid).encode(),
-        )
-        for ref, doc in found
-    ]
-    return Response(b"[" + b",".join(docs) + b"]", media_type=DICOM_JSON)
+    return Response(json_array(found, root), media_type=DICOM_JSON)
 
 
 async def _cached_metadata(
