@@ -17,38 +17,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compare import REPO, MemorySampler, ours, pick, run_bench
 
+sys.path.insert(0, str(REPO))
+from tests.aws import AWS_ENV, MotoServer
+
 CORPUS_ARGS = ["--studies", "8", "--series", "2", "--instances", "10"]
-AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
-def start_moto(port: int, log: Path) -> subprocess.Popen[bytes]:
-    moto = Path(sys.executable).with_name("moto_server")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out
-        )
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("moto did not start")
 
 
 def aws_env(endpoint: str) -> dict[str, str]:
@@ -63,7 +42,7 @@ def aws_env(endpoint: str) -> dict[str, str]:
     subprocess.run(
         [sys.executable, "-m", "service", "init-aws"],
         cwd=REPO,
-        env={**os.environ, **AWS, **env},
+        env={**os.environ, **AWS_ENV, **env},
         check=True,
         stdout=subprocess.DEVNULL,
     )
@@ -75,7 +54,6 @@ def main() -> int:
     parser.add_argument("--corpus", type=Path, default=Path(tempfile.gettempdir()) / "corpus-aws")
     parser.add_argument("--bench-dir", type=Path, default=REPO.parent / "shared" / "bench")
     parser.add_argument("--port", type=int, default=8093)
-    parser.add_argument("--moto-port", type=int, default=5093)
     parser.add_argument("--profile-dir", type=Path)
     args = parser.parse_args()
     bench = args.bench_dir / "dicomweb_bench.py"
@@ -85,11 +63,11 @@ def main() -> int:
             check=True,
         )
     work = Path(tempfile.mkdtemp(prefix="dicomweb-aws-bench-"))
-    os.environ.update(AWS)
-    moto = start_moto(args.moto_port, work / "moto.log")
+    os.environ.update(AWS_ENV)
+    moto = MotoServer(work / "moto.log").start()  # the tests' own moto, on a free port
     rows: list[tuple[str, dict[str, Any], int]] = []
     try:
-        endpoint = f"http://127.0.0.1:{args.moto_port}"
+        endpoint = moto.endpoint
         for backend, env in (("embedded", {}), ("aws (moto)", aws_env(endpoint))):
             with ours(work, args.port, env) as (url, process), MemorySampler(process) as memory:
                 spy = None
@@ -119,8 +97,7 @@ def main() -> int:
                     spy.wait()
             rows.append((backend, result, memory.peak))
     finally:
-        moto.terminate()
-        moto.wait()
+        moto.stop()
     columns = ["STOW inst/s", "QIDO p95 ms", "series MB/s", "instance p50 ms"]
     columns += ["metadata p50 ms", "frame p50 ms", "mismatches", "peak RSS"]
     print("| backend | " + " | ".join(columns) + " |")
