@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from service.errors import BackendUnavailable
 from service.index.sqlite_writer import GroupCommit
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def connect(path: Path, timeout: float = 5.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v TEXT)")
     return conn
@@ -21,7 +22,7 @@ def connect(path: Path) -> sqlite3.Connection:
 
 async def test_a_failing_write_rolls_back_alone(tmp_path: Path) -> None:
     path = tmp_path / "x.sqlite"
-    writer = GroupCommit(lambda: connect(path), "x")
+    writer = GroupCommit(lambda: connect(path), "x", str(tmp_path / "x.write"))
 
     def insert(k: int) -> int:
         def fn(conn: sqlite3.Connection) -> int:
@@ -48,7 +49,26 @@ async def test_an_unusable_database_fails_every_waiting_write(tmp_path: Path) ->
     def broken() -> sqlite3.Connection:
         raise sqlite3.OperationalError("unable to open database file")
 
-    writer = GroupCommit(broken, "broken")
+    writer = GroupCommit(broken, "broken", str(tmp_path / "broken.write"))
     with pytest.raises(BackendUnavailable, match="unable to open"):
         await writer.submit(lambda conn: None)
     writer.close()
+
+
+async def test_writers_sharing_a_lock_file_take_turns(tmp_path: Path) -> None:
+    """Two writers on one database, as in two processes (flock locks are per open file,
+    so two in one process exclude each other too). With no SQLite busy timeout at all,
+    a writer that met the other's transaction would fail with "database is locked";
+    taking turns on the lock file, every write succeeds."""
+    path = tmp_path / "x.sqlite"
+    connect(path).close()
+    lock = str(tmp_path / "x.write")
+    writers = [GroupCommit(lambda: connect(path, timeout=0), f"w{i}", lock) for i in range(2)]
+
+    def insert(k: int) -> Callable[[sqlite3.Connection], object]:
+        return lambda conn: conn.execute("INSERT INTO t VALUES (?, 'a')", (k,))
+
+    await asyncio.gather(*(writers[k % 2].submit(insert(k)) for k in range(400)))
+    for writer in writers:
+        writer.close()
+    assert connect(path).execute("SELECT count(*) FROM t").fetchone() == (400,)

@@ -22,7 +22,7 @@ import anyio.to_thread
 from service import offload
 from service.core.search import Query, SearchPage
 from service.errors import BackendUnavailable
-from service.index.base import Claim, Index, InstanceRecord, InstanceRef
+from service.index.base import Claim, Claimed, Index, InstanceRecord, InstanceRef
 from service.index.sqlite_schema import PLANNER_STATISTICS, SCHEMA, SCHEMA_VERSION, number
 from service.index.sqlite_search import run_search, upsert_levels
 from service.index.sqlite_writer import GroupCommit
@@ -49,6 +49,14 @@ def _ref(row: tuple[Any, ...]) -> InstanceRef:
         size=row[7],
         sha256=row[8],
     )
+
+
+def _select_ref(conn: sqlite3.Connection, store: str, sop_uid: str) -> InstanceRef | None:
+    row = conn.execute(
+        f"SELECT {_REF_COLUMNS} FROM instances WHERE store = ? AND sop_uid = ?",  # noqa: S608
+        (store, sop_uid),
+    ).fetchone()
+    return _ref(row) if row else None
 
 
 def _seed_statistics(conn: sqlite3.Connection) -> None:
@@ -129,7 +137,9 @@ class SqliteIndex(Index):
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         await self._run(create)
-        self._writer = GroupCommit(self._connect, str(self.path))
+        self._writer = GroupCommit(
+            self._connect, str(self.path), str(self.path.with_name(self.path.name + ".write"))
+        )
 
     async def claim(self, store: str, sop_uid: str, blob_key: str, owner: str) -> bool:
         def insert(conn: sqlite3.Connection) -> bool:
@@ -140,6 +150,26 @@ class SqliteIndex(Index):
             return cursor.rowcount == 1
 
         return await self._write(insert)
+
+    async def claim_instance(
+        self,
+        store: str,
+        sop_uid: str,
+        owner: str,
+        key_for: Callable[[InstanceRef | None], str],
+    ) -> Claimed | None:
+        # One write transaction: nothing can commit between the lookup and the claim, so
+        # the caller needs no second lookup, and the whole step is one trip to the writer.
+        def claim(conn: sqlite3.Connection) -> Claimed | None:
+            existing = _select_ref(conn, store, sop_uid)
+            key = key_for(existing)
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?, ?)",
+                (store, sop_uid, key, owner, time.time()),
+            )
+            return Claimed(existing=existing, blob_key=key) if cursor.rowcount == 1 else None
+
+        return await self._write(claim)
 
     async def release(self, store: str, sop_uid: str, owner: str) -> None:
         await self._write(
@@ -184,14 +214,7 @@ class SqliteIndex(Index):
         await self._write(upsert)
 
     async def find(self, store: str, sop_uid: str) -> InstanceRef | None:
-        def select(conn: sqlite3.Connection) -> InstanceRef | None:
-            row = conn.execute(
-                f"SELECT {_REF_COLUMNS} FROM instances WHERE store = ? AND sop_uid = ?",  # noqa: S608
-                (store, sop_uid),
-            ).fetchone()
-            return _ref(row) if row else None
-
-        return await self._run(select)
+        return await self._run(lambda conn: _select_ref(conn, store, sop_uid))
 
     @staticmethod
     def _where(

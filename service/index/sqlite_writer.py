@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -34,9 +36,16 @@ _Job = tuple[Callable[[sqlite3.Connection], Any], "concurrent.futures.Future[Any
 class GroupCommit:
     """A writer thread that commits queued writes in batches."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+    def __init__(
+        self, connect: Callable[[], sqlite3.Connection], name: str, lock_path: str
+    ) -> None:
         self._connect = connect
         self._name = name
+        # Writers in other processes (HTTP workers, the DIMSE sidecar) take turns on
+        # this file's lock. SQLite's own busy handler would make a waiting writer sleep
+        # in growing steps (up to 100 ms) and poll; a blocked flock wakes the moment the
+        # lock is free, and the batch queued meanwhile commits in one go.
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name=f"sqlite-writer {name}")
         self._thread.daemon = True
@@ -51,6 +60,7 @@ class GroupCommit:
         """Finish the queued writes, then stop the thread."""
         self._queue.put(None)
         self._thread.join()
+        os.close(self._lock_fd)
 
     def _loop(self) -> None:
         conn: sqlite3.Connection | None = None
@@ -59,29 +69,45 @@ class GroupCommit:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                batch.append(job)
+            # Wait for the other processes' writers first: what is queued meanwhile
+            # joins this batch.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                conn = conn or self._connect()
-            except sqlite3.Error as exc:
-                self._fail(batch, exc)
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    batch.append(job)
+                failure: sqlite3.Error | None = None
+                try:
+                    conn = conn or self._connect()
+                    outcomes = self._transaction(conn, batch)
+                except sqlite3.Error as exc:
+                    failure = exc
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            if failure is not None:
+                self._fail(batch, failure)
                 continue
-            self._commit(conn, batch)
+            for (ok, value), (_, future) in zip(outcomes, batch, strict=True):
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(_mapped(value, self._name))
 
     def _fail(self, batch: list[_Job], exc: sqlite3.Error) -> None:
         failure = BackendUnavailable(f"SQLite index {self._name}: {exc}")
         for _, future in batch:
             future.set_exception(failure)
 
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
+        """Run every write of ``batch`` in its own SAVEPOINT of one transaction."""
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -94,16 +120,11 @@ class GroupCommit:
                     outcomes.append((False, exc))
                 conn.execute("RELEASE write")
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except sqlite3.Error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._fail(batch, exc)
-            return
-        for (ok, value), (_, future) in zip(outcomes, batch, strict=True):
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(_mapped(value, self._name))
+            raise
+        return outcomes
 
 
 def _mapped(exc: BaseException, name: str) -> BaseException:
