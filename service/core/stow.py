@@ -57,10 +57,6 @@ __all__ = ["PROCESS_TOKEN", "InstanceOutcome", "StowResult", "StowService", "cla
 
 log = logging.getLogger(__name__)
 
-# Hashing is done in a worker thread (hashlib releases the GIL), once per this many bytes.
-HASH_BATCH = 1024 * 1024
-#: Below this many bytes a batch is hashed on the event loop (about 30 µs).
-HASH_INLINE = 64 * 1024
 # How long an upload waits for a concurrent upload of the same SOP Instance UID.
 CLAIM_WAIT_SECONDS = 30.0
 CLAIM_POLL_SECONDS = 0.05
@@ -125,8 +121,6 @@ class _Part:
         self.scanner = Part10Scanner()
         self.spool: HeaderSpool | None = HeaderSpool(service.header_memory_bytes)
         self.hasher = hashlib.sha256()
-        self.hash_batch: list[bytes] = []
-        self.hash_batch_size = 0
         self.ds: Dataset | None = None
         self.identity: _Identity | None = None
         self.key = ""
@@ -179,7 +173,6 @@ class _Part:
             if self.spool is not None:
                 # No top-level Pixel Data (or a deflated dataset): the header is the file.
                 await self._begin_instance(scan.header_end)
-            await self._flush_hash()
             await self._complete(scan)
         except Exception as exc:
             await self._fail(exc)
@@ -247,29 +240,30 @@ class _Part:
     async def _claim(self, study: str, series: str, sop: str) -> None:
         """Claim the instance in the index and decide the blob key.
 
-        The key depends on what is already stored, so it is decided first, claimed with
-        the claim, and the decision checked again once the claim is held.
+        The key depends on what is already stored, so the index decides it with the
+        claim, from the instance committed at that moment.
         """
-        index, store, svc = self.svc.index, self.svc.store, self.svc
-        fresh = instance_key(store, study, series, sop)
+        svc = self.svc
+        fresh = instance_key(svc.store, study, series, sop)
+
+        def key_for(existing: InstanceRef | None) -> str:
+            if existing is None or svc.duplicates == "reject":
+                # With "reject" nothing is written: identical bytes succeed, others are
+                # refused; the claim still names where the blob would go.
+                return fresh
+            # Never overwrite the blob a committed row points at: a crash before the
+            # index commit would leave that row describing other bytes.
+            return fresh.removesuffix(".dcm") + f".{self.owner}.dcm"
+
         deadline = time.monotonic() + CLAIM_WAIT_SECONDS
         while True:
-            existing = await index.find(store, sop)
-            if existing is None:
-                key = fresh
-            elif svc.duplicates == "reject":
-                key = ""  # only hash: identical bytes succeed, others are refused
-            else:
-                # Never overwrite the blob a committed row points at: a crash before the
-                # index commit would leave that row describing other bytes.
-                key = fresh.removesuffix(".dcm") + f".{self.owner}.dcm"
-            if await index.claim(store, sop, key or fresh, self.owner):
+            claimed = await svc.index.claim_instance(svc.store, sop, self.owner, key_for)
+            if claimed is not None:
                 self.claimed = True
-                if await index.find(store, sop) == existing:
-                    self.existing, self.key = existing, key
-                    return
-                await index.release(store, sop, self.owner)
-                self.claimed = False
+                self.existing = claimed.existing
+                hash_only = claimed.existing is not None and svc.duplicates == "reject"
+                self.key = "" if hash_only else claimed.blob_key
+                return
             if time.monotonic() > deadline:
                 raise InstanceRejected(
                     reasons.PROCESSING_FAILURE,
@@ -279,23 +273,11 @@ class _Part:
             await anyio.sleep(CLAIM_POLL_SECONDS)
 
     async def _push(self, data: bytes) -> None:
-        self.hash_batch.append(data)
-        self.hash_batch_size += len(data)
-        if self.hash_batch_size >= HASH_BATCH:
-            await self._flush_hash()
+        # Hashed on the event loop, chunk by chunk: SHA-256 runs at about 1.6 GB/s here
+        # (40 µs per 64 KiB), less than a thread hop costs in context switches.
+        self.hasher.update(data)
         if self.writer is not None:
             await self.writer.write(data)
-
-    async def _flush_hash(self) -> None:
-        batch, size = self.hash_batch, self.hash_batch_size
-        self.hash_batch, self.hash_batch_size = [], 0
-        update = self.hasher.update
-        if size <= HASH_INLINE:
-            # Hashing a small instance takes microseconds; a thread hop costs more.
-            for data in batch:
-                update(data)
-        else:
-            await offload.call(lambda: [update(b) for b in batch])
 
     async def _complete(self, scan: ScanResult) -> None:
         ds, ident, out, svc = self.ds, self.identity, self.outcome, self.svc
@@ -313,7 +295,7 @@ class _Part:
                 f"SOP Instance {ident.sop} is already stored with different "
                 "content; the stored instance is kept (DICOMWEB_DUPLICATES=reject)",
             )
-        described = await offload.call(_describe, ds, scan)
+        described = await offload.call_sized(scan.header_end, _describe, ds, scan)
         record = InstanceRecord(
             store=svc.store,
             study_uid=ident.study,

@@ -16,12 +16,13 @@ start-up recovery can remove blobs that no row refers to. Implementations: ``sql
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import msgspec
 
 from service.core.search import Query, SearchPage
 
-__all__ = ["Claim", "Index", "InstanceRecord", "InstanceRef"]
+__all__ = ["Claim", "Claimed", "Index", "InstanceRecord", "InstanceRef"]
 
 
 class InstanceRef(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,8 +62,41 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     claimed_at: float
 
 
+class Claimed(msgspec.Struct, frozen=True, kw_only=True):
+    """A claim taken by :meth:`Index.claim_instance`."""
+
+    #: The instance committed under the claimed SOP Instance UID when the claim was taken.
+    existing: InstanceRef | None
+    #: The blob key recorded with the claim.
+    blob_key: str
+
+
 class Index(ABC):
     """Index of stored instances. All methods are safe to call concurrently."""
+
+    async def claim_instance(
+        self,
+        store: str,
+        sop_uid: str,
+        owner: str,
+        key_for: Callable[[InstanceRef | None], str],
+    ) -> Claimed | None:
+        """Claim ``sop_uid`` for an upload, knowing what is stored under it.
+
+        ``key_for(existing)`` chooses the blob key from the committed instance (None if
+        there is none). Returns None if another upload holds the claim, or if the
+        instance changed while the claim was taken (try again later). This generic
+        version takes three steps (find, claim, find again); an index that can do it in
+        one transaction overrides it.
+        """
+        existing = await self.find(store, sop_uid)
+        key = key_for(existing)
+        if not await self.claim(store, sop_uid, key, owner):
+            return None
+        if await self.find(store, sop_uid) != existing:
+            await self.release(store, sop_uid, owner)
+            return None
+        return Claimed(existing=existing, blob_key=key)
 
     @abstractmethod
     async def claim(self, store: str, sop_uid: str, blob_key: str, owner: str) -> bool:

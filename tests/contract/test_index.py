@@ -7,7 +7,7 @@ import time
 
 import msgspec
 
-from service.index.base import Index, InstanceRecord
+from service.index.base import Claimed, Index, InstanceRecord, InstanceRef
 
 
 def record(
@@ -61,6 +61,35 @@ async def test_commit_makes_instance_visible_and_drops_claim(index: Index) -> No
     found = await index.find("default", "1.5")
     assert found is not None and found.blob_key == "default/1.5.dcm"
     assert await index.claim("default", "1.5", "default/1.5.dcm", "b")  # claim was dropped
+
+
+async def test_claim_instance_reports_what_is_stored(index: Index) -> None:
+    seen: list[str | None] = []
+
+    def key_for(existing: InstanceRef | None) -> str:
+        seen.append(None if existing is None else existing.blob_key)
+        return "default/1.6.new.dcm" if existing else "default/1.6.dcm"
+
+    first = await index.claim_instance("default", "1.6", "a", key_for)
+    assert first == Claimed(existing=None, blob_key="default/1.6.dcm")
+    [claim] = await index.stale_claims(time.time() + 1)
+    assert (claim.sop_uid, claim.blob_key, claim.owner) == ("1.6", "default/1.6.dcm", "a")
+    # Held by a: another upload gets nothing and must wait.
+    assert await index.claim_instance("default", "1.6", "b", key_for) is None
+    await index.commit(record("1.6"), "a")
+    second = await index.claim_instance("default", "1.6", "b", key_for)
+    assert second is not None and second.blob_key == "default/1.6.new.dcm"
+    assert second.existing is not None and second.existing.blob_key == "default/1.6.dcm"
+    assert seen[0] is None and seen[-1] == "default/1.6.dcm"
+    await index.release("default", "1.6", "b")
+    assert await index.stale_claims(time.time() + 1) == []
+
+
+async def test_concurrent_claim_instance_has_one_winner(index: Index) -> None:
+    results = await asyncio.gather(
+        *(index.claim_instance("default", "9.8", f"o{i}", lambda _: "k") for i in range(10))
+    )
+    assert sum(r is not None for r in results) == 1
 
 
 async def test_commit_replaces_row(index: Index) -> None:
