@@ -44,11 +44,12 @@ class HeaderSpool:
         self._size += len(data)
 
     async def parse(self, parser: Callable[[bytes | IO[bytes], int], T], header_end: int) -> T:
-        """Run ``parser(source, header_end)`` in a thread on what was kept."""
+        """Run ``parser(source, header_end)`` on what was kept (a large header in a thread)."""
         if self._file is None:
             data = b"".join(self._chunks)
             self._chunks = [data]
-            return await offload.call(parser, data, header_end)  # parses a copy: pure
+            # Parses a copy: pure, so a small header is parsed in place (offload).
+            return await offload.call_sized(len(data), parser, data, header_end)
         file = self._file
 
         def run() -> T:
