@@ -680,6 +680,9 @@ def test_parse_header_round_trip(name: str, tmp_path: Path) -> None:
         for ds in (from_bytes, from_file):
             assert "PixelData" not in ds
             assert ds.file_meta.TransferSyntaxUID == header.file_meta.TransferSyntaxUID
+            assert ds.file_meta == header.file_meta
+            assert ds.preamble == header.preamble
+            assert ds.original_encoding == header.original_encoding
             if result.transfer_syntax in DEFLATED:
                 same_values(ds, full, frozenset({0x7FE00010}))
             else:
@@ -788,3 +791,21 @@ def test_parse_header_accepts_what_the_stow_spool_gives(tmp_path: Path) -> None:
         file.write(data)
         file.seek(1234)  # wherever it was left
         assert parse_header(file, result.header_end).SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_parse_header_with_a_command_set_group_like_dcmread() -> None:
+    """An implicit VR data set that starts with Command Set elements (group 0000), as
+    some toolkits write: the same elements as pydicom's dcmread (which reads that group
+    apart, then merges it). In an explicit VR data set such elements are refused by the
+    scan before any parsing."""
+    data = part10(small_dataset(), ImplicitVRLittleEndian)
+    meta_end = 132 + 12 + struct.unpack_from("<L", data, 140)[0]
+    uid = b"1.2.840.10008.5.1.4.1.1.7\0"
+    command = struct.pack("<HHL", 0x0000, 0x0002, len(uid)) + uid  # implicit VR
+    data = data[:meta_end] + command + data[meta_end:]
+    result = scan(data)
+    header = dcmread(io.BytesIO(data), stop_before_pixels=True)
+    mine = parse_header(data, result.header_end)
+    same_values(mine, header)
+    assert mine.AffectedSOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert mine.PatientName == "Doe^John"
