@@ -17,8 +17,6 @@ __all__ = ["main"]
 def _serve(settings: Settings) -> None:
     import uvicorn
 
-    from service.app import create_app
-
     _logging(settings)
     options: dict[str, Any] = {
         "host": settings.host,
@@ -29,10 +27,13 @@ def _serve(settings: Settings) -> None:
         "loop": "uvloop",
     }
     if settings.workers == 1:
+        from service.app import create_app
+
         uvicorn.run(create_app(settings), **options)
         return
     # Worker processes build their app from the environment: pass the command line's
-    # overrides on through it.
+    # overrides on through it. The supervising process never imports the app (pydicom
+    # alone brings numpy and Pillow, 40 MB it would hold for nothing).
     for name in ("host", "port", "data_dir"):
         os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(getattr(settings, name))
     uvicorn.run(
