@@ -9,6 +9,10 @@ of ratios against the targets of the performance issue.
     python bench/compare.py                      # default corpus (2,000 x 512 KB)
     python bench/compare.py --profile tiny       # 100,000 tiny instances, STOW + QIDO
     python bench/compare.py --runs 3             # medians of three runs of each
+    python bench/compare.py --workers 1          # our service in one process
+
+Our service runs with one HTTP worker per core (``DICOMWEB_WORKERS``), as it would be
+deployed on the machine; Orthanc uses its own threads on every core.
 
 Needs Debian's ``orthanc`` and ``orthanc-dicomweb`` (installed when missing, as root)
 and the shared benchmark scripts (``--bench-dir``, by default ``../shared/bench``).
@@ -269,6 +273,12 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--out", type=Path, help="write all results as JSON here")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="DICOMWEB_WORKERS for our service (default: one per core, as deployed)",
+    )
+    parser.add_argument(
         "--env", action="append", default=[], help="DICOMWEB_X=value for our service"
     )
     args = parser.parse_args()
@@ -281,7 +291,8 @@ def main() -> int:
             [sys.executable, str(bench), "corpus", "--out", str(corpus), *corpus_args], check=True
         )
     work = args.work or Path(tempfile.mkdtemp(prefix="dicomweb-compare-"))
-    env = dict(item.split("=", 1) for item in args.env)
+    env = {"DICOMWEB_WORKERS": str(args.workers)}
+    env.update(item.split("=", 1) for item in args.env)
     dd = dd_fdatasync(work)
     log(f"dd conv=fdatasync in {work}: {dd:,.0f} MB/s")
     theirs: list[dict[str, Any]] = []
