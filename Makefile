@@ -66,8 +66,9 @@ bench-large-s3: .venv/.synced
 ## Benchmark against Orthanc on this machine (default corpus; PROFILE=tiny for 100k tiny).
 PROFILE ?= default
 RUNS ?= 1
+WORKERS ?= $(shell nproc)
 bench: .venv/.synced
-	.venv/bin/python bench/compare.py --profile $(PROFILE) --runs $(RUNS)
+	.venv/bin/python bench/compare.py --profile $(PROFILE) --runs $(RUNS) --workers $(WORKERS)
 
 ## C-STORE throughput: storescu of 500 x 512 KB instances into the sidecar and into Orthanc.
 bench-dimse: .venv/.synced system-deps

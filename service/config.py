@@ -54,8 +54,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     workers: Annotated[
         int,
         _doc(
-            "HTTP worker processes. Python runs one core per process; on a machine with "
-            "several cores, that many workers serve that much more."
+            "HTTP worker processes. Python runs one core per process: set it to the "
+            "number of cores. Index writes of all workers take turns on a lock file."
         ),
         msgspec.Meta(ge=1, le=64),
     ] = 1

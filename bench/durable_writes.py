@@ -1,0 +1,76 @@
+"""How many durable files a second the disk takes, written the way the blob store does.
+
+Each file is written to a temporary name, fsynced, renamed into a per-series folder and
+that folder fsynced (``service/storage/local.py``), from several threads at once, as
+concurrent uploads do. Compare with STOW's instances/s: when STOW is far below this, the
+disk is not what limits it.
+
+    python bench/durable_writes.py --folder /path/on/the/data/disk
+    python bench/durable_writes.py --size 1500 --count 10000      # tiny instances
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def run(folder: Path, count: int, size: int, threads: int) -> float:
+    """Files per second: ``count`` files of ``size`` bytes from ``threads`` threads."""
+    tmp = folder / ".tmp"
+    tmp.mkdir(parents=True)
+    data = os.urandom(size)
+
+    def one(i: int) -> None:
+        series = folder / f"series{i // 50}"
+        series.mkdir(exist_ok=True)
+        part = tmp / f"{i}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(part, series / f"{i}.dcm")
+        _fsync(series)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(count)))
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=512 * 1024)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 8, 32])
+    args = parser.parse_args()
+    for threads in args.threads:
+        work = Path(tempfile.mkdtemp(prefix="durable-", dir=args.folder))
+        try:
+            rate = run(work, args.count, args.size, threads)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(
+            f"{threads:3d} threads: {rate:8,.0f} files/s, {rate * args.size / 1e6:8,.1f} MB/s "
+            f"({args.count} x {args.size:,} bytes)"
+        )
+
+
+if __name__ == "__main__":
+    main()
