@@ -59,6 +59,17 @@ def _select_ref(conn: sqlite3.Connection, store: str, sop_uid: str) -> InstanceR
     return _ref(row) if row else None
 
 
+def _insert_claim(
+    conn: sqlite3.Connection, store: str, sop_uid: str, blob_key: str, owner: str
+) -> bool:
+    """Take the claim unless another upload holds it; True if taken."""
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?, ?)",
+        (store, sop_uid, blob_key, owner, time.time()),
+    )
+    return cursor.rowcount == 1
+
+
 def _seed_statistics(conn: sqlite3.Connection) -> None:
     conn.execute("ANALYZE")  # creates sqlite_stat1
     conn.execute("DELETE FROM sqlite_stat1")
@@ -142,14 +153,7 @@ class SqliteIndex(Index):
         )
 
     async def claim(self, store: str, sop_uid: str, blob_key: str, owner: str) -> bool:
-        def insert(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?, ?)",
-                (store, sop_uid, blob_key, owner, time.time()),
-            )
-            return cursor.rowcount == 1
-
-        return await self._write(insert)
+        return await self._write(lambda conn: _insert_claim(conn, store, sop_uid, blob_key, owner))
 
     async def claim_instance(
         self,
@@ -163,11 +167,9 @@ class SqliteIndex(Index):
         def claim(conn: sqlite3.Connection) -> Claimed | None:
             existing = _select_ref(conn, store, sop_uid)
             key = key_for(existing)
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?, ?)",
-                (store, sop_uid, key, owner, time.time()),
-            )
-            return Claimed(existing=existing, blob_key=key) if cursor.rowcount == 1 else None
+            if not _insert_claim(conn, store, sop_uid, key, owner):
+                return None
+            return Claimed(existing=existing, blob_key=key)
 
         return await self._write(claim)
 
