@@ -17,6 +17,7 @@ the PS3.18 response.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import logging
@@ -27,12 +28,11 @@ from typing import Literal, NamedTuple
 
 import anyio
 import anyio.abc
-import anyio.to_thread
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydicom import Dataset
 
 from service import offload
+from service.core.channel import Channel
 from service.core.keys import instance_key
 from service.core.levels import level_documents
 from service.core.spool import HeaderSpool
@@ -431,9 +431,11 @@ class _Upload:
         self.study_uid = study_uid
         self.tasks = tasks
         self.outcomes: list[InstanceOutcome] = []
-        self.slots = anyio.Semaphore(PARTS_IN_FLIGHT)
+        # asyncio's own semaphore and channel: anyio's checkpoint on every operation
+        # cost more than the hand-off itself (see service.core.channel).
+        self.slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
         self.parser = MultipartParser(boundary) if boundary is not None else None
-        self.current: MemoryObjectSendStream[_Message] | None = None
+        self.current: Channel[_Message] | None = None
         self.single = boundary is None
 
     async def _start_part(self) -> None:
@@ -441,23 +443,22 @@ class _Upload:
         number = len(self.outcomes) + 1
         outcome = InstanceOutcome(part=number)
         self.outcomes.append(outcome)
-        send, receive = anyio.create_memory_object_stream[_Message](8)
-        self.current = send
-        self.tasks.start_soon(self._store_part, _Part(self.svc, number, self.study_uid), receive)
+        channel = Channel[_Message](8)
+        self.current = channel
+        self.tasks.start_soon(self._store_part, _Part(self.svc, number, self.study_uid), channel)
 
-    async def _store_part(self, part: _Part, receive: MemoryObjectReceiveStream[_Message]) -> None:
+    async def _store_part(self, part: _Part, channel: Channel[_Message]) -> None:
         index = part.outcome.part - 1
         try:
-            async with receive:
-                async for message in receive:
-                    if isinstance(message, bytes):
-                        await part.feed(message)
-                    elif isinstance(message, _End):
-                        self.outcomes[index] = await part.finish()
-                        return
-                    else:
-                        self.outcomes[index] = await part.abort(message.reason, message.message)
-                        return
+            while (message := await channel.receive()) is not None:
+                if isinstance(message, bytes):
+                    await part.feed(message)
+                elif isinstance(message, _End):
+                    self.outcomes[index] = await part.finish()
+                    return
+                else:
+                    self.outcomes[index] = await part.abort(message.reason, message.message)
+                    return
             # The reader went away without ending the part: the request was interrupted.
             self.outcomes[index] = await part.abort(
                 reasons.PROCESSING_FAILURE, "request interrupted"
@@ -472,10 +473,12 @@ class _Upload:
             self.slots.release()
 
     async def _end_part(self, message: _End | _Abort) -> None:
-        send, self.current = self.current, None
-        if send is not None:
-            async with send:
-                await send.send(message)
+        channel, self.current = self.current, None
+        if channel is not None:
+            try:
+                await channel.send(message)
+            finally:
+                channel.close()
 
     async def feed(self, chunk: bytes) -> None:
         if self.parser is None:
@@ -525,9 +528,9 @@ class _Upload:
 
     def close(self) -> None:
         """Stop feeding the part in progress (its task then aborts it)."""
-        send, self.current = self.current, None
-        if send is not None:
-            send.close()
+        channel, self.current = self.current, None
+        if channel is not None:
+            channel.close()
 
 
 class StowService:
