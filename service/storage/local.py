@@ -34,12 +34,48 @@ WRITE_BUFFER = 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
 
 
+# os.writev takes at most this many buffers (Linux's IOV_MAX).
+_IOV_MAX = 1024
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write ``chunks`` in order with as few system calls as the kernel allows.
+
+    One ``writev`` per buffer rather than one ``write`` per network chunk: each call
+    drops and retakes the GIL, and under load retaking it means waiting for the event
+    loop's thread.
+    """
+    for start in range(0, len(chunks), _IOV_MAX):
+        pending = [memoryview(c) for c in chunks[start : start + _IOV_MAX] if c]
+        while pending:
+            written = os.writev(fd, pending)
+            while pending and written >= len(pending[0]):
+                written -= len(pending[0])
+                pending.pop(0)
+            if pending and written:
+                pending[0] = pending[0][written:]
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _make_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, durably: a new folder's entry lives in
+    its parent, so each parent that gained one is fsynced."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        # Made by a concurrent writer is fine too; its parent is synced here all the
+        # same, as that writer may not have got to it yet.
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(folder.parent)
 
 
 class _LocalWriter(BlobWriter):
@@ -74,7 +110,7 @@ class _LocalWriter(BlobWriter):
 
     def _write_sync(self, chunks: list[bytes]) -> BinaryIO:
         file = self._file or self._create()
-        file.writelines(chunks)
+        _write_all(file.fileno(), chunks)
         return file
 
     async def write(self, data: bytes) -> None:
@@ -101,8 +137,13 @@ class _LocalWriter(BlobWriter):
         finally:
             file.close()
         assert self._tmp is not None
-        self._final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._tmp, self._final)
+        try:
+            os.replace(self._tmp, self._final)
+        except FileNotFoundError:
+            # The first blob of its folder. (Trying first saves a mkdir and a stat on
+            # every other commit.)
+            _make_dirs(self._final.parent)
+            os.replace(self._tmp, self._final)
         _fsync_dir(self._final.parent)
 
     async def abort(self) -> None:
