@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -76,6 +77,10 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         services = await open_services(settings)
         app.state.services = services
+        # Everything loaded so far (pydicom's dictionaries, the app, the imports) lives
+        # as long as the process: keep the garbage collector from walking it again on
+        # every full collection.
+        gc.freeze()
         warmer = asyncio.create_task(services.metadata.warm_forever(), name="metadata-warmer")
         try:
             yield
