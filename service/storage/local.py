@@ -34,8 +34,8 @@ WRITE_BUFFER = 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
 
 
-# os.writev takes at most this many buffers (Linux's IOV_MAX).
-_IOV_MAX = 1024
+# The most buffers one os.writev takes (1024 on Linux).
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
@@ -45,15 +45,16 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
     drops and retakes the GIL, and under load retaking it means waiting for the event
     loop's thread.
     """
-    for start in range(0, len(chunks), _IOV_MAX):
-        pending = [memoryview(c) for c in chunks[start : start + _IOV_MAX] if c]
-        while pending:
-            written = os.writev(fd, pending)
-            while pending and written >= len(pending[0]):
-                written -= len(pending[0])
-                pending.pop(0)
-            if pending and written:
-                pending[0] = pending[0][written:]
+    views = [memoryview(c) for c in chunks if c]
+    while views:
+        written = os.writev(fd, views[:_IOV_MAX])
+        done = 0  # buffers written whole; a short write leaves part of the next
+        while done < len(views) and written >= len(views[done]):
+            written -= len(views[done])
+            done += 1
+        views = views[done:]
+        if written:
+            views[0] = views[0][written:]
 
 
 def _fsync_dir(path: Path) -> None:
