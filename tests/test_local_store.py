@@ -95,3 +95,36 @@ async def test_a_folder_made_by_a_concurrent_writer_is_still_synced(
     await writer.write(b"y")
     await writer.commit()
     assert synced == [store.root, store.root / "x"]
+
+
+async def test_a_blob_being_renamed_survives_another_process_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A second worker opening the same store clears temporary files whose writer is
+    # gone. Ours is mid-commit, between fsync and the rename into a new folder: its
+    # lock must still be held, so the clean-up leaves it alone.
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    other = LocalBlobStore(tmp_path / "blobs")
+    real_make_dirs = local._make_dirs
+    cleared: list[Path] = []
+
+    def other_process_starts(path: Path) -> None:
+        leftovers = list(other._tmp.glob("*.part"))
+        assert leftovers  # ours, about to be renamed
+        for leftover in leftovers:
+            local._remove_if_abandoned(leftover)
+        cleared.extend(p for p in leftovers if not p.exists())
+        real_make_dirs(path)
+
+    monkeypatch.setattr(local, "_make_dirs", other_process_starts)
+    writer = await store.open_writer("new/folder/blob.dcm")
+    await writer.write(b"kept")
+    await writer.commit()
+
+    assert cleared == []
+    assert await _read(store, "new/folder/blob.dcm") == b"kept"
+    # A temporary file whose writer is gone is still cleared.
+    (other._tmp / "dead.part").write_bytes(b"x")
+    await other.open()
+    assert list(other._tmp.glob("*.part")) == []

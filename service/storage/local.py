@@ -133,18 +133,21 @@ class _LocalWriter(BlobWriter):
     def _commit_sync(self, chunks: list[bytes]) -> None:
         file = self._write_sync(chunks)
         self._file = None
+        assert self._tmp is not None
+        # The file stays open, and so locked, until it is renamed: closing it first
+        # would let another process's start-up clean-up take it for abandoned and
+        # delete it under us.
         try:
             os.fsync(file.fileno())
+            try:
+                os.replace(self._tmp, self._final)
+            except FileNotFoundError:
+                # The first blob of its folder. (Trying first saves a mkdir and a stat
+                # on every other commit.)
+                _make_dirs(self._final.parent)
+                os.replace(self._tmp, self._final)
         finally:
             file.close()
-        assert self._tmp is not None
-        try:
-            os.replace(self._tmp, self._final)
-        except FileNotFoundError:
-            # The first blob of its folder. (Trying first saves a mkdir and a stat on
-            # every other commit.)
-            _make_dirs(self._final.parent)
-            os.replace(self._tmp, self._final)
         _fsync_dir(self._final.parent)
 
     async def abort(self) -> None:
