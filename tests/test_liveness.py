@@ -132,6 +132,9 @@ async def test_storage_start_up_keeps_temp_files_of_live_writers(tmp_path: Path)
     second = LocalBlobStore(tmp_path / "blobs")
     await second.open()
     assert not abandoned.exists()
-    assert len(list((tmp_path / "blobs" / ".tmp").glob("*.part"))) == 1
+    live = tmp_path / "blobs" / "default" / ".a.dcm.part"  # beside its blob
+    assert live.exists()
+    await second.delete("default/a.dcm")  # nothing committed yet; the live file stays
+    assert live.exists()
     await writer.commit()
     assert (tmp_path / "blobs" / "default" / "a.dcm").read_bytes() == data

@@ -97,34 +97,89 @@ async def test_a_folder_made_by_a_concurrent_writer_is_still_synced(
     assert synced == [store.root, store.root / "x"]
 
 
-async def test_a_blob_being_renamed_survives_another_process_starting(
+async def test_a_blob_being_renamed_is_never_taken_for_abandoned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A second worker opening the same store clears temporary files whose writer is
-    # gone. Ours is mid-commit, between fsync and the rename into a new folder: its
-    # lock must still be held, so the clean-up leaves it alone.
+    # Between its fsync and its rename, another process looks at our temporary file
+    # (a delete of the key, a second writer of it): our lock must still be held, so
+    # the file is left alone and the commit lands.
     store = LocalBlobStore(tmp_path / "blobs")
     await store.open()
-    other = LocalBlobStore(tmp_path / "blobs")
-    real_make_dirs = local._make_dirs
-    cleared: list[Path] = []
+    beside = store.root / "a" / ".one.dcm.part"
+    real_replace = os.replace
+    verdicts: list[bool] = []
 
-    def other_process_starts(path: Path) -> None:
-        leftovers = list(other._tmp.glob("*.part"))
-        assert leftovers  # ours, about to be renamed
-        for leftover in leftovers:
-            local._remove_if_abandoned(leftover)
-        cleared.extend(p for p in leftovers if not p.exists())
-        real_make_dirs(path)
+    def look_then_replace(src: str | Path, dst: str | Path) -> None:
+        verdicts.append(local._remove_if_abandoned(beside))
+        real_replace(src, dst)
 
-    monkeypatch.setattr(local, "_make_dirs", other_process_starts)
-    writer = await store.open_writer("new/folder/blob.dcm")
+    monkeypatch.setattr(local.os, "replace", look_then_replace)
+    writer = await store.open_writer("a/one.dcm")
     await writer.write(b"kept")
     await writer.commit()
 
-    assert cleared == []
-    assert await _read(store, "new/folder/blob.dcm") == b"kept"
-    # A temporary file whose writer is gone is still cleared.
-    (other._tmp / "dead.part").write_bytes(b"x")
-    await other.open()
-    assert list(other._tmp.glob("*.part")) == []
+    assert verdicts == [False]  # alive: not removed
+    assert await _read(store, "a/one.dcm") == b"kept"
+    assert not beside.exists()
+
+
+async def test_what_a_dead_writer_left_is_cleared(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    folder = store.root / "s"
+    folder.mkdir()
+    # Unlocked temporary files: their writers died mid-upload.
+    (folder / ".one.dcm.part").write_bytes(b"torn")
+    (folder / ".two.dcm.part").write_bytes(b"torn")
+    (store.root / ".tmp" / "x.part").write_bytes(b"torn")
+
+    writer = await store.open_writer("s/one.dcm")  # the next write of the key
+    await writer.write(b"one")
+    await writer.commit()
+    await store.delete("s/two.dcm")  # recovery deleting an unfinished upload's key
+    await LocalBlobStore(tmp_path / "blobs").open()  # a restart
+
+    assert await _read(store, "s/one.dcm") == b"one"
+    assert sorted(p.name for p in folder.iterdir()) == ["one.dcm"]
+    assert list((store.root / ".tmp").iterdir()) == []
+
+
+async def test_two_writers_of_one_key_last_commit_wins(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    first = await store.open_writer("k/blob.dcm")
+    second = await store.open_writer("k/blob.dcm")
+    big = b"1" * local.WRITE_BUFFER  # goes to disk now: the first holds the name
+    await first.write(big)
+    await second.write(b"2" * local.WRITE_BUFFER)  # falls back to .tmp
+    await second.commit()
+    assert await _read(store, "k/blob.dcm") == b"2" * local.WRITE_BUFFER
+    await first.commit()
+    assert await _read(store, "k/blob.dcm") == big
+    assert sorted(p.name for p in (store.root / "k").iterdir()) == ["blob.dcm"]
+    assert list((store.root / ".tmp").iterdir()) == []
+
+
+async def test_a_file_cleared_before_its_writer_locked_it_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process can open our new temporary file before we lock it, find it
+    # unlocked and unlink it. The writer must notice and start again.
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    beside = store.root / "s" / ".one.dcm.part"
+    real_flock = local.fcntl.flock
+    raced: list[Path] = []
+
+    def flock_after_a_clean_up(fd: int, operation: int) -> None:
+        if operation == local.fcntl.LOCK_EX and not raced:
+            raced.append(beside)
+            assert local._remove_if_abandoned(beside)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(local.fcntl, "flock", flock_after_a_clean_up)
+    writer = await store.open_writer("s/one.dcm")
+    await writer.write(b"one")
+    await writer.commit()
+    assert raced == [beside]
+    assert await _read(store, "s/one.dcm") == b"one"

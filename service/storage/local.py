@@ -1,24 +1,28 @@
 """Local-file BlobStore, the embedded default.
 
-Writes go to a temporary file in the store's own ``.tmp`` folder (same filesystem),
-are fsynced, then ``os.replace``d into place and the directory fsynced: a crash leaves
-either the old blob or the new one, never a torn file. All file I/O runs in worker
-threads so the event loop keeps serving.
+A blob is written to a temporary file beside its final name (``.NAME.part`` in the same
+folder; blob keys never start with a dot), fsynced, then ``os.replace``d into place and
+the folder fsynced: a crash leaves either the old blob or the new one, never a torn
+file. Renaming within one folder is the cheapest durable commit the filesystem has: a
+shared temporary folder made every upload contend on that one directory, and cost
+small instances about a third more CPU (``bench/durable_writes.py``). All file I/O runs
+in worker threads so the event loop keeps serving.
 
-Several processes may share one store (the HTTP service and the DIMSE sidecar): each
-writer holds an ``flock`` on its temporary file, so the start-up clean-up of another
-process removes only files whose writer is gone (the kernel drops a dead process's
-locks).
+Several processes may share one store (the HTTP service, its workers, the DIMSE
+sidecar). Each writer holds an ``flock`` on its temporary file until the rename, so a
+leftover is removed only when its writer is gone (the kernel drops a dead process's
+locks): by the next write or delete of the same key, or, for the fallback folder
+``.tmp`` (two writers of one key at once), at start-up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import BinaryIO
 
 import anyio.to_thread
 
@@ -88,31 +92,41 @@ class _LocalWriter(BlobWriter):
         self._final = final
         self._tmp_dir = tmp_dir
         self._tmp: Path | None = None
-        self._file: BinaryIO | None = None
+        # A raw descriptor: a Python file object would cost an fstat and an object,
+        # and every system call here is a release and retake of the GIL.
+        self._fd: int | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._closed = False
 
-    def _create(self) -> BinaryIO:
+    def _create(self) -> int:
+        beside = self._final.with_name(f".{self._final.name}.part")
         while True:
-            fd, name = tempfile.mkstemp(dir=self._tmp_dir, suffix=".part")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # Another process's clean-up may have removed the file between its creation
-            # and our lock: then take a new one.
             try:
-                if os.stat(name).st_ino == os.fstat(fd).st_ino:
-                    break
+                fd = os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                name = str(beside)
             except FileNotFoundError:
-                pass
+                _make_dirs(self._final.parent)  # the first blob of its folder
+                continue
+            except FileExistsError:
+                if _remove_if_abandoned(beside):
+                    continue  # left by a writer that died
+                # Another writer of the same key is at work: the last to commit wins.
+                fd, name = tempfile.mkstemp(dir=self._tmp_dir, suffix=".part")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Another process may have taken the file for abandoned between its
+            # creation and our lock, and unlinked it: then start again.
+            if os.fstat(fd).st_nlink:
+                break
             os.close(fd)
         self._tmp = Path(name)
-        self._file = os.fdopen(fd, "wb", buffering=0)
-        return self._file
+        self._fd = fd
+        return fd
 
-    def _write_sync(self, chunks: list[bytes]) -> BinaryIO:
-        file = self._file or self._create()
-        _write_all(file.fileno(), chunks)
-        return file
+    def _write_sync(self, chunks: list[bytes]) -> int:
+        fd = self._fd if self._fd is not None else self._create()
+        _write_all(fd, chunks)
+        return fd
 
     async def write(self, data: bytes) -> None:
         if self._closed:
@@ -131,51 +145,56 @@ class _LocalWriter(BlobWriter):
         await anyio.to_thread.run_sync(self._commit_sync, chunks)
 
     def _commit_sync(self, chunks: list[bytes]) -> None:
-        file = self._write_sync(chunks)
-        self._file = None
+        fd = self._write_sync(chunks)
+        self._fd = None
         assert self._tmp is not None
         # The file stays open, and so locked, until it is renamed: closing it first
-        # would let another process's start-up clean-up take it for abandoned and
-        # delete it under us.
+        # would let another process take it for abandoned and delete it under us.
         try:
-            os.fsync(file.fileno())
+            os.fsync(fd)
             try:
                 os.replace(self._tmp, self._final)
             except FileNotFoundError:
-                # The first blob of its folder. (Trying first saves a mkdir and a stat
-                # on every other commit.)
+                # Only a fallback file in .tmp can meet a missing folder.
                 _make_dirs(self._final.parent)
                 os.replace(self._tmp, self._final)
+            self._tmp = None  # its name may be a new writer's from now on
         finally:
-            file.close()
+            os.close(fd)
         _fsync_dir(self._final.parent)
 
     async def abort(self) -> None:
         self._closed = True
         self._pending = []
-        if self._file is not None or self._tmp is not None:
+        if self._fd is not None or self._tmp is not None:
             await anyio.to_thread.run_sync(self._abort_sync)
 
     def _abort_sync(self) -> None:
-        file, self._file = self._file, None
-        if file is not None:
-            file.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
         tmp, self._tmp = self._tmp, None
         if tmp is not None:
             tmp.unlink(missing_ok=True)
 
 
-def _remove_if_abandoned(path: Path) -> None:
+def _remove_if_abandoned(path: Path) -> bool:
+    """Delete a temporary file whose writer is gone; whether it is gone now."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        return
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return  # its writer is alive
+        return False  # its writer is alive
     else:
-        path.unlink(missing_ok=True)
+        # Still the file we locked? (It may have been committed, and the name taken
+        # by a new writer, since we opened it.)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                path.unlink()
+        return True
     finally:
         os.close(fd)
 
@@ -257,7 +276,15 @@ class LocalBlobStore(BlobStore):
         return await anyio.to_thread.run_sync(read)
 
     async def delete(self, key: str) -> None:
-        await anyio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+        path = self._path(key)
+
+        def delete() -> None:
+            path.unlink(missing_ok=True)
+            # And what a writer of this key that died left beside it (recovery
+            # deletes the keys of unfinished uploads).
+            _remove_if_abandoned(path.with_name(f".{path.name}.part"))
+
+        await anyio.to_thread.run_sync(delete)
 
     async def exists(self, key: str) -> bool:
         return await anyio.to_thread.run_sync(self._path(key).is_file)
