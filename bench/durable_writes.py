@@ -1,9 +1,9 @@
 """How many durable files a second the disk takes, written the way the blob store does.
 
-Each file is written to a temporary name, fsynced, renamed into a per-series folder and
-that folder fsynced (``service/storage/local.py``), from several threads at once, as
-concurrent uploads do. Compare with STOW's instances/s: when STOW is far below this, the
-disk is not what limits it.
+Each file is written to a temporary name beside its final one, fsynced, renamed within
+its per-series folder and that folder fsynced (``service/storage/local.py``), from
+several threads at once, as concurrent uploads do. Compare with STOW's instances/s:
+when STOW is far below this, the disk is not what limits it.
 
     python bench/durable_writes.py --folder /path/on/the/data/disk
     python bench/durable_writes.py --size 1500 --count 10000      # tiny instances
@@ -30,14 +30,13 @@ def _fsync(path: Path) -> None:
 
 def run(folder: Path, count: int, size: int, threads: int) -> float:
     """Files per second: ``count`` files of ``size`` bytes from ``threads`` threads."""
-    tmp = folder / ".tmp"
-    tmp.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
 
     def one(i: int) -> None:
         series = folder / f"series{i // 50}"
         series.mkdir(exist_ok=True)
-        part = tmp / f"{i}.part"
+        part = series / f".{i}.dcm.part"
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, data)
