@@ -20,9 +20,11 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from service.dicom.dicomjson import (
     BULK_PLACEHOLDER,
     INDEX_KEYWORDS,
+    element_text,
     index_attributes,
     instance_json,
 )
+from service.dicom.frames import int_value
 from service.dicom.part10 import PixelDataLocation, ScanResult, parse_header
 from tests.test_part10 import (
     BROKEN,
@@ -423,3 +425,38 @@ def test_index_attributes_read_the_transfer_syntax_from_file_meta() -> None:
     bare = Dataset()
     bare.PatientID = "X"
     assert index_attributes(bare) == {"PatientID": "X"}
+
+
+_UIDS = {
+    "SOPClassUID": 0x00080016,
+    "SOPInstanceUID": 0x00080018,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+}
+_INTEGERS = ("Rows", "Columns", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel")
+
+
+def _pydicom_int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("name", [n for n in dicom_files() if n.split("/")[-1] not in BROKEN])
+def test_values_read_from_bytes_agree_with_pydicom(name: str) -> None:
+    # Ingest reads UIDs and image sizes from the elements' bytes, without pydicom's
+    # conversion: every encoding in the corpus (implicit VR, big endian, deflated)
+    # must give what pydicom gives.
+    ds, _ = load(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = dcmread(io.BytesIO(read(name)), force=True)
+        for keyword, tag in _UIDS.items():
+            value = reference.get(keyword)
+            expected = str(value).strip() if value not in (None, "") else ""
+            assert element_text(ds, tag) == expected.rstrip("\0"), keyword
+        for keyword in _INTEGERS:
+            expected_int = _pydicom_int(reference, keyword)
+            assert int_value(ds, keyword, -1) == (-1 if expected_int is None else expected_int)

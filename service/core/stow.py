@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 import anyio
 import anyio.abc
@@ -37,7 +37,7 @@ from service.core.keys import instance_key
 from service.core.levels import level_documents
 from service.core.spool import HeaderSpool
 from service.dicom import reasons
-from service.dicom.dicomjson import index_attributes, instance_json
+from service.dicom.dicomjson import element_text, index_attributes, instance_json
 from service.dicom.frames import Layout, frame_table
 from service.dicom.part10 import Part10Scanner, ScanResult, parse_header
 from service.dicom.preamble import PREFIX, PREFIX_LENGTH, missing_preamble
@@ -362,9 +362,16 @@ class _Part:
             log.exception("cleaning up after part %d failed", out.part)
 
 
+_TAGS: Final = {
+    "SOPClassUID": 0x00080016,
+    "SOPInstanceUID": 0x00080018,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+}
+
+
 def _text(ds: Dataset, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    return str(value).strip() if value not in (None, "") else None
+    return element_text(ds, _TAGS[keyword]) or None
 
 
 class _Description(NamedTuple):

@@ -28,8 +28,10 @@ import struct
 from typing import Final
 
 import msgspec
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
+from service.dicom.dicomjson import element_text
 from service.dicom.part10 import PixelDataLocation
 
 __all__ = [
@@ -125,11 +127,14 @@ def read_layout(document: bytes) -> Layout | None:
 
 
 def int_value(ds: Dataset, keyword: str, default: int) -> int:
-    """An integer attribute, or ``default`` when absent, empty or not a number."""
+    """An integer attribute, or ``default`` when absent, empty or not one number."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"unknown keyword {keyword}")
     try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else default
-    except (TypeError, ValueError):
+        text = element_text(ds, int(tag))
+        return int(text) if text else default
+    except (TypeError, ValueError, struct.error):
         return default
 
 
