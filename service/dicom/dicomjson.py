@@ -188,13 +188,19 @@ def index_attributes(ds: Dataset) -> dict[str, str]:
     """
     ctx = _Encoder.context(ds, _DEFAULT_ENCODINGS, 0, _little_endian(ds), "")
     meta = getattr(ds, "file_meta", None)
+    # Most index keywords are absent from any one instance: look them up by plain int
+    # rather than through pydicom's get_item, which makes a Tag of every key.
+    present = {int(tag): elem for tag, elem in ds.items()}
+    present_meta = {int(tag): elem for tag, elem in meta.items()} if meta is not None else {}
     found: dict[str, str] = {}
     for keyword, tag in _INDEX_TAGS:
-        source = meta if tag >> 16 == 0x0002 else ds
-        if source is None:
+        in_meta = tag >> 16 == 0x0002
+        elem = (present_meta if in_meta else present).get(tag)
+        if elem is None:
             continue
+        source: Dataset = meta if in_meta and meta is not None else ds
         try:
-            text = _index_text(source, tag, ctx)
+            text = _element_index_text(source, elem, ctx)
         except Exception:  # noqa: S112 - an unreadable value is simply not indexed
             continue
         if text:
@@ -357,13 +363,13 @@ class _Encoder:
         self, ds: Dataset, ctx: _Ctx, *, top: bool = False, skip: set[int] | None = None
     ) -> _Json:
         out: _Json = {}
-        for key in sorted(ds.keys()):
-            tag = int(key)
+        # Elements as stored (raw ones stay raw), sorted by plain int: sorting Tags, and
+        # get_item per key, compare and convert in Python.
+        for tag, elem in sorted((int(key), elem) for key, elem in ds.items()):
             if tag & 0xFFFF == 0 or tag == 0xFFFCFFFC or (top and tag >> 16 == 0x0002):
                 continue
             if skip and tag in skip:
                 continue
-            elem = ds.get_item(tag, keep_deferred=True)
             try:
                 if isinstance(elem, RawDataElement):
                     out[f"{tag:08X}"] = self.raw(ds, elem, ctx)
@@ -547,8 +553,10 @@ def _is_value(text: str) -> msgspec.Raw | str | None:
 
 def _index_text(source: Dataset, tag: int, ctx: _Ctx) -> str:
     elem = source.get_item(tag, keep_deferred=True)
-    if elem is None:
-        return ""
+    return "" if elem is None else _element_index_text(source, elem, ctx)
+
+
+def _element_index_text(source: Dataset, elem: DataElement | RawDataElement, ctx: _Ctx) -> str:
     if isinstance(elem, RawDataElement):
         value = elem.value
         if not value:
