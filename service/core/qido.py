@@ -8,6 +8,7 @@ the index cannot match on is ignored and named in a ``Warning: 299`` header).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 from datetime import date
@@ -229,6 +230,8 @@ _DEFAULTS = {level: _level_defaults(level) for level in Level}
 
 # Element values are passed through as raw JSON, never parsed: only the tags are read.
 _decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+#: Results shaped between two turns of the event loop (about half a millisecond).
+SHAPE_BATCH = 64
 _encoder = msgspec.json.Encoder()
 
 
@@ -258,7 +261,14 @@ class QidoService:
         index says about how it found them ("" or a sentence for a Warning header)."""
         page = await self.index.search(self.store, search.query)
         shape = _Shaper(search, self.wanted(search), root)
-        return [shape(hit) for hit in page.hits], page.more, page.warning
+        results = []
+        for number, hit in enumerate(page.hits, 1):
+            results.append(shape(hit))
+            if number % SHAPE_BATCH == 0:
+                # A page of 1,000 studies takes milliseconds to shape: let the searches
+                # queued behind it have their turn, or each waits for the whole page.
+                await asyncio.sleep(0)
+        return results, page.more, page.warning
 
 
 _ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
