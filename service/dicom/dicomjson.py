@@ -216,21 +216,23 @@ def element_text(ds: Dataset, tag: int) -> str:
     the event loop's time on small instances, for the handful of values ingest checks.
     Text in a Specific Character Set is decoded as the default repertoire here.
     """
-    return _index_text(ds, tag, _Ctx(_DEFAULT_ENCODINGS, 0, _little_endian(ds), ""))
+    return _index_text(ds, tag, _PLAIN_CTX)
 
 
 # -- helpers shared by both ------------------------------------------------------------
 
 
 _TRANSFER_SYNTAX_TAG: Final = 0x00020010
-_META_CTX: Final = _Ctx(_DEFAULT_ENCODINGS, 0, True, "")  # File Meta: explicit VR LE
+# For index text of single elements: a raw element carries its own byte order, so the
+# context's is never read there; the default repertoire and Pixel Representation 0.
+_PLAIN_CTX: Final = _Ctx(_DEFAULT_ENCODINGS, 0, True, "")
 
 
 def _little_endian(ds: Dataset) -> bool:
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         return True
-    return _index_text(meta, _TRANSFER_SYNTAX_TAG, _META_CTX) != _EXPLICIT_VR_BE
+    return _index_text(meta, _TRANSFER_SYNTAX_TAG, _PLAIN_CTX) != _EXPLICIT_VR_BE
 
 
 def _as_list(value: Any) -> list[Any]:
