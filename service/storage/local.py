@@ -100,7 +100,7 @@ class _LocalWriter(BlobWriter):
         self._closed = False
 
     def _create(self) -> int:
-        beside = self._final.with_name(f".{self._final.name}.part")
+        beside = _beside(self._final)
         while True:
             try:
                 fd = os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -176,6 +176,11 @@ class _LocalWriter(BlobWriter):
         tmp, self._tmp = self._tmp, None
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def _beside(final: Path) -> Path:
+    """Where the blob at ``final`` is written before its rename."""
+    return final.with_name(f".{final.name}.part")
 
 
 def _remove_if_abandoned(path: Path) -> bool:
@@ -282,7 +287,7 @@ class LocalBlobStore(BlobStore):
             path.unlink(missing_ok=True)
             # And what a writer of this key that died left beside it (recovery
             # deletes the keys of unfinished uploads).
-            _remove_if_abandoned(path.with_name(f".{path.name}.part"))
+            _remove_if_abandoned(_beside(path))
 
         await anyio.to_thread.run_sync(delete)
 
