@@ -77,6 +77,32 @@ async def test_new_folders_are_synced_into_their_parents(
     assert await _read(store, "a/b/c/second.dcm") == b"second"
 
 
+async def test_a_writer_that_need_not_be_durable_syncs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[object] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(local.os, "fsync", recording)
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    for key, data in (("cache/a/doc", b"first"), ("cache/a/doc", b"second")):
+        writer = await store.open_writer(key, durable=False)
+        await writer.write(data)
+        await writer.commit()
+    assert synced == []  # neither the files, nor the new folders, nor the renames
+    assert await _read(store, "cache/a/doc") == b"second"
+    assert not list((store.root / "cache" / "a").glob(".*"))  # no temporary file left
+    writer = await store.open_writer("cache/a/durable")
+    await writer.write(b"durable")
+    await writer.commit()
+    assert len(synced) == 2  # the file, then its folder
+
+
 async def test_a_folder_made_by_a_concurrent_writer_is_still_synced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

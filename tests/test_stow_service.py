@@ -49,8 +49,8 @@ class FaultyStore(LocalBlobStore):
 
     fail_on = "write"
 
-    async def open_writer(self, key: str) -> BlobWriter:
-        return FailingWriter(await super().open_writer(key), self.fail_on)
+    async def open_writer(self, key: str, *, durable: bool = True) -> BlobWriter:
+        return FailingWriter(await super().open_writer(key, durable=durable), self.fail_on)
 
 
 async def chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:

@@ -41,7 +41,8 @@ class BlobWriter(ABC):
 
     @abstractmethod
     async def commit(self) -> None:
-        """Make the blob durable and visible at its key, replacing any previous blob."""
+        """Make the blob visible at its key, replacing any previous blob; durable
+        unless the writer was opened with ``durable=False``."""
 
     @abstractmethod
     async def abort(self) -> None:
@@ -52,8 +53,14 @@ class BlobStore(ABC):
     """Blob storage keyed by slash-separated names (no PHI: keys carry only UIDs)."""
 
     @abstractmethod
-    async def open_writer(self, key: str) -> BlobWriter:
-        """Start writing a blob at ``key``."""
+    async def open_writer(self, key: str, *, durable: bool = True) -> BlobWriter:
+        """Start writing a blob at ``key``.
+
+        ``durable=False`` is for what can be rebuilt (caches): the blob is still
+        committed atomically, but a crash soon after may lose it or leave it damaged,
+        so its reader must check what it reads. Backends whose every write is durable
+        (S3) ignore it.
+        """
 
     @abstractmethod
     def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

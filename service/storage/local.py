@@ -69,9 +69,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents, durably: a new folder's entry lives in
-    its parent, so each parent that gained one is fsynced."""
+def _make_dirs(path: Path, durable: bool = True) -> None:
+    """Create ``path`` and its missing parents, durably unless told otherwise: a new
+    folder's entry lives in its parent, so each parent that gained one is fsynced."""
     missing = []
     while not path.is_dir():
         missing.append(path)
@@ -80,17 +80,20 @@ def _make_dirs(path: Path) -> None:
         # Made by a concurrent writer is fine too; its parent is synced here all the
         # same, as that writer may not have got to it yet.
         folder.mkdir(exist_ok=True)
-        _fsync_dir(folder.parent)
+        if durable:
+            _fsync_dir(folder.parent)
 
 
 class _LocalWriter(BlobWriter):
     """The temporary file is created with the first buffer that goes to disk, so a blob
     smaller than :data:`WRITE_BUFFER` (most instances of a small modality) is created,
-    written, fsynced and renamed into place in a single thread hop at commit."""
+    written, fsynced and renamed into place in a single thread hop at commit. A writer
+    that is not ``durable`` skips the fsyncs, and nothing else."""
 
-    def __init__(self, final: Path, tmp_dir: Path) -> None:
+    def __init__(self, final: Path, tmp_dir: Path, durable: bool) -> None:
         self._final = final
         self._tmp_dir = tmp_dir
+        self._durable = durable
         self._tmp: Path | None = None
         # A raw descriptor: a Python file object would cost an fstat and an object,
         # and every system call here is a release and retake of the GIL.
@@ -106,7 +109,7 @@ class _LocalWriter(BlobWriter):
                 fd = os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
                 name = str(beside)
             except FileNotFoundError:
-                _make_dirs(self._final.parent)  # the first blob of its folder
+                _make_dirs(self._final.parent, self._durable)  # the first of its folder
                 continue
             except FileExistsError:
                 if _remove_if_abandoned(beside):
@@ -151,17 +154,19 @@ class _LocalWriter(BlobWriter):
         # The file stays open, and so locked, until it is renamed: closing it first
         # would let another process take it for abandoned and delete it under us.
         try:
-            os.fsync(fd)
+            if self._durable:
+                os.fsync(fd)
             try:
                 os.replace(self._tmp, self._final)
             except FileNotFoundError:
                 # Only a fallback file in .tmp can meet a missing folder.
-                _make_dirs(self._final.parent)
+                _make_dirs(self._final.parent, self._durable)
                 os.replace(self._tmp, self._final)
             self._tmp = None  # its name may be a new writer's from now on
         finally:
             os.close(fd)
-        _fsync_dir(self._final.parent)
+        if self._durable:
+            _fsync_dir(self._final.parent)
 
     async def abort(self) -> None:
         self._closed = True
@@ -231,8 +236,8 @@ class LocalBlobStore(BlobStore):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    async def open_writer(self, key: str) -> BlobWriter:
-        return _LocalWriter(self._path(key), self._tmp)
+    async def open_writer(self, key: str, *, durable: bool = True) -> BlobWriter:
+        return _LocalWriter(self._path(key), self._tmp, durable)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)

@@ -385,7 +385,12 @@ class S3BlobStore(BlobStore):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._retry_aborts_sync, limiter=self._limiter)
 
-    async def open_writer(self, key: str) -> BlobWriter:
+    async def open_writer(
+        self,
+        key: str,
+        *,
+        durable: bool = True,  # noqa: ARG002 - a completed S3 upload is always durable
+    ) -> BlobWriter:
         writer = _S3Writer(self, self.location.key(key))
         await self._retry_aborts()
         return writer

@@ -184,3 +184,19 @@ async def test_keys_are_independent(blob_store: BlobStore) -> None:
     assert not await blob_store.exists("s/studies/1")
     assert await _read(blob_store, "s/studies/1/ab.dcm") == b"ab"
     await blob_store.delete("s/studies/1/a.dcm")  # twice: still not an error
+
+
+async def test_a_writer_that_need_not_be_durable_commits_the_same_way(
+    blob_store: BlobStore,
+) -> None:
+    data = os.urandom(LARGE)
+    for content in (b"old", data):
+        writer = await blob_store.open_writer("s/cache/doc", durable=False)
+        for chunk in _odd_chunks(content):
+            await writer.write(chunk)
+        await writer.commit()
+    assert await _read(blob_store, "s/cache/doc") == data
+    writer = await blob_store.open_writer("s/cache/doc", durable=False)
+    await writer.write(b"never")
+    await writer.abort()
+    assert await _read(blob_store, "s/cache/doc") == data
