@@ -761,10 +761,30 @@ class _Window:
         self.closed = True
 
 
+class _Buffer(io.BytesIO):
+    """An in-memory header, read by pydicom the way it reads a :class:`_Window`.
+
+    pydicom reads each element's tag, length and value with separate calls; through
+    ``BytesIO`` they stay in C. Through a ``_Window``, :func:`parse_header` of a 1 KB
+    header took 164 µs instead of 141 µs.
+    """
+
+    io_error: OSError | None = None
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        self.seek(offset)
+        return self.read(size)
+
+
 def _as_file(source: bytes | bytearray | memoryview | IO[bytes], end: int) -> IO[bytes]:
     if isinstance(source, bytes | bytearray | memoryview):
-        return io.BytesIO(bytes(source[:end]))
+        return _Buffer(bytes(source[:end]))
     return source
+
+
+def _window(file: IO[bytes], end: int) -> _Window | _Buffer:
+    """``file`` up to ``end`` for pydicom; an in-memory header already ends there."""
+    return file if isinstance(file, _Buffer) else _Window(file, end)
 
 
 def _read_meta(file: IO[bytes], end: int) -> _Walker:
@@ -799,10 +819,10 @@ def parse_header(source: bytes | bytearray | memoryview | IO[bytes], header_end:
     if ts in DEFLATED_TRANSFER_SYNTAXES:
         assert meta.meta_end is not None
         return _parse_deflated(file, meta.meta_end)
-    window = _Window(file, header_end)
+    window = _window(file, header_end)
     try:
         assert meta.meta_end is not None  # the walk stopped after the File Meta
-        ds = _read_walked(file, window, meta.meta_end, ts)
+        ds = _read_walked(window, meta.meta_end, ts)
         _load_deferred_text(ds, window)
     except InstanceRejected:
         raise
@@ -813,7 +833,7 @@ def parse_header(source: bytes | bytearray | memoryview | IO[bytes], header_end:
     return ds
 
 
-def _read_walked(file: IO[bytes], window: _Window, meta_end: int, ts: str) -> FileDataset:
+def _read_walked(window: _Window | _Buffer, meta_end: int, ts: str) -> FileDataset:
     """pydicom's reading of a Part 10 header whose File Meta the walk has checked.
 
     ``dcmread`` would read and validate the File Meta again and test every element
@@ -821,7 +841,7 @@ def _read_walked(file: IO[bytes], window: _Window, meta_end: int, ts: str) -> Fi
     data. The same data elements for less: :func:`parse_header` of a 1 KB header went
     from 257 µs to 166 µs, on a path every instance takes.
     """
-    preamble, file_meta = _read_file_meta(_Window(file, meta_end))
+    preamble, file_meta = _read_file_meta(window, meta_end)
     implicit = ts == IMPLICIT_VR_LE
     little = ts != EXPLICIT_VR_BE
     window.seek(meta_end)
@@ -831,13 +851,15 @@ def _read_walked(file: IO[bytes], window: _Window, meta_end: int, ts: str) -> Fi
     return ds
 
 
-def _read_file_meta(window: _Window) -> tuple[bytes, FileMetaDataset]:
-    """The preamble and File Meta of a file the walk has checked; ``window`` ends with
-    the File Meta."""
+def _read_file_meta(window: _Window | _Buffer, meta_end: int) -> tuple[bytes, FileMetaDataset]:
+    """The preamble and File Meta (which ends at ``meta_end``) of a file the walk has
+    checked."""
     window.seek(0)
     preamble = window.read(128)
     window.seek(132)  # after the preamble and "DICM"
-    meta = read_dataset(cast(BinaryIO, window), False, True, defer_size=DEFER_SIZE)
+    meta = read_dataset(
+        cast(BinaryIO, window), False, True, bytelength=meta_end - 132, defer_size=DEFER_SIZE
+    )
     return preamble, FileMetaDataset(meta)
 
 
@@ -845,7 +867,7 @@ def _parse_deflated(file: IO[bytes], meta_end: int) -> Dataset:
     """Inflate into a spool only up to the pixel data, then let pydicom read that."""
     window = _Window(file, meta_end)
     try:
-        preamble, file_meta = _read_file_meta(window)
+        preamble, file_meta = _read_file_meta(window, meta_end)
     except Exception as exc:
         if window.io_error is not None:
             raise window.io_error from None
@@ -900,7 +922,7 @@ def _parse_deflated(file: IO[bytes], meta_end: int) -> Dataset:
     return ds
 
 
-def _load_deferred_text(ds: Dataset, window: _Window) -> None:
+def _load_deferred_text(ds: Dataset, window: _Window | _Buffer) -> None:
     """Read deferred values that are not binary (long text, sequences) now.
 
     pydicom's ``defer_size`` applies to every VR; only binary values can be served as
