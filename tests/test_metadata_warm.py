@@ -78,8 +78,7 @@ async def test_warming_reads_the_study_once_and_builds_what_a_request_would(
     assert cached == ["1", "1", "study"]  # series 1.2.3.1, 1.2.3.2 and the study
 
     warmed = {
-        series: await docs.document(STUDY, series, BASE)
-        for series in (None, "1.2.3.1", "1.2.3.2")
+        series: await docs.document(STUDY, series, BASE) for series in (None, "1.2.3.1", "1.2.3.2")
     }
     assert index.metadata_reads == 1  # all three served from what warming kept
     assert [warmed[s].revision for s in warmed] == [7, 5, 6]
