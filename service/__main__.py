@@ -14,7 +14,7 @@ from service.config import ENV_PREFIX, ConfigError, Settings, describe, load_set
 __all__ = ["main"]
 
 
-def _serve(settings: Settings) -> None:
+def _serve(settings: Settings) -> int:
     import uvicorn
 
     _logging(settings)
@@ -30,15 +30,18 @@ def _serve(settings: Settings) -> None:
         from service.app import create_app
 
         uvicorn.run(create_app(settings), **options)
-        return
+        return 0
     # Worker processes build their app from the environment: pass the command line's
     # overrides on through it. The supervising process never imports the app (pydicom
     # alone brings numpy and Pillow, 40 MB it would hold for nothing).
     for name in ("host", "port", "data_dir"):
         os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(getattr(settings, name))
-    uvicorn.run(
+    from service.http_workers import run_workers
+
+    config = uvicorn.Config(
         "service.app:create_app_from_env", factory=True, workers=settings.workers, **options
     )
+    return run_workers(config, settings.workers)
 
 
 def _logging(settings: Settings) -> None:
@@ -135,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        _serve(settings)
-    elif args.command == "init-aws":
+        return _serve(settings)
+    if args.command == "init-aws":
         return _init_aws(settings)
-    elif args.command == "dimse":
+    if args.command == "dimse":
         try:
             _dimse(settings)
         except ConfigError as exc:
