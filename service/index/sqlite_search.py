@@ -48,36 +48,55 @@ def _level_row(
 _documents = msgspec.json.Decoder(dict[str, Any])
 _encode = msgspec.json.Encoder().encode
 
+#: Where each searchable person name sits in the study document.
+_NAME_TAGS = {"PatientName": "00100010", "ReferringPhysicianName": "00080090"}
+assert set(_NAME_TAGS) == set(NAME_ATTRIBUTES)
 
-def _merged(conn: sqlite3.Connection, table: str, keys: dict[str, str], document: bytes) -> bytes:
-    """The stored document of a study or series updated with an instance's document:
-    an instance that lacks an attribute does not erase what another one gave."""
-    where = " AND ".join(f"{k} = ?" for k in keys)
-    row = conn.execute(
-        f"SELECT document FROM {table} WHERE {where}", list(keys.values())
-    ).fetchone()
-    if row is None:
-        return document
-    merged = _documents.decode(row[0])
-    merged.update(_documents.decode(document))
-    return _encode({tag: merged[tag] for tag in sorted(merged)})
+
+class _Before(msgspec.Struct, frozen=True):
+    """What a study or series row held before an instance's write, if it existed."""
+
+    document: dict[str, Any]
+    modality: str | None = None
 
 
 def _upsert(
-    conn: sqlite3.Connection, table: str, keys: dict[str, str], row: dict[str, Any]
-) -> None:
-    row["document"] = _merged(conn, table, keys, row["document"])
-    names = [*keys, *row]
-    # As for the document: a missing value keeps the one already known.
+    conn: sqlite3.Connection,
+    table: str,
+    keys: dict[str, str],
+    row: dict[str, Any],
+    added: int,
+    now: int,
+) -> _Before | None:
+    """Write a study or series row: the instance's values merged into what the row held
+    (an instance that lacks an attribute does not erase what another one gave), its
+    instance count raised by ``added``, its revision advanced (see :func:`_bump`).
+    One statement besides the read of the row: each statement is a round trip into
+    SQLite that the writer thread makes while the other workers wait for the index."""
+    where = " AND ".join(f"{k} = ?" for k in keys)
+    extra = ", modality" if table == "series" else ""
+    found = conn.execute(
+        f"SELECT document{extra} FROM {table} WHERE {where}", list(keys.values())
+    ).fetchone()
+    before: _Before | None = None
+    if found is not None:
+        before = _Before(_documents.decode(found[0]), *found[1:])
+        merged = dict(before.document)
+        merged.update(_documents.decode(row["document"]))
+        row["document"] = _encode({tag: merged[tag] for tag in sorted(merged)})
+    names = [*keys, *row, "instance_count", "revision"]
     updates = ", ".join(
         f"{c} = excluded.{c}" if c == "document" else f"{c} = coalesce(excluded.{c}, {c})"
         for c in row
     )
     conn.execute(
         f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}",
-        [*keys.values(), *row.values()],
+        f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates},"
+        " instance_count = instance_count + excluded.instance_count,"
+        " revision = max(revision + 1, excluded.revision)",
+        [*keys.values(), *row.values(), added, now],
     )
+    return before
 
 
 def _refresh_study(conn: sqlite3.Connection, store: str, study: str) -> None:
@@ -97,11 +116,15 @@ def _refresh_study(conn: sqlite3.Connection, store: str, study: str) -> None:
     )
 
 
+def _now() -> int:
+    return time.time_ns() // 1000
+
+
 def _bump(conn: sqlite3.Connection, store: str, study: str, series: str) -> None:
     """Advance the study's and series' revisions. A revision is the commit time in
     microseconds, forced to grow: a study emptied and stored again later never gets a
     revision it had before, so documents cached under an old revision are never reused."""
-    now = time.time_ns() // 1000
+    now = _now()
     conn.execute(
         "UPDATE series SET revision = max(revision + 1, ?)"
         " WHERE store = ? AND study_uid = ? AND series_uid = ?",
@@ -146,31 +169,36 @@ def upsert_levels(
     (``previous``: the (study, series) the instance was in before, if it existed)."""
     store, study, series = record.store, record.study_uid, record.series_uid
     attributes = record.attributes
-    study_row = _level_row(STUDY_COLUMNS, attributes, record.study_document)
-    _upsert(conn, "studies", {"store": store, "study_uid": study}, study_row)
-    series_row = _level_row(SERIES_COLUMNS, attributes, record.series_document)
-    _upsert(conn, "series", {"store": store, "study_uid": study, "series_uid": series}, series_row)
     moved = previous is not None and tuple(previous) != (study, series)
-    if previous is None or moved:
-        conn.execute(
-            "UPDATE series SET instance_count = instance_count + 1"
-            " WHERE store = ? AND study_uid = ? AND series_uid = ?",
-            (store, study, series),
-        )
-        conn.execute(
-            "UPDATE studies SET instance_count = instance_count + 1"
-            " WHERE store = ? AND study_uid = ?",
-            (store, study),
-        )
+    added = 1 if previous is None or moved else 0
+    now = _now()
+    study_row = _level_row(STUDY_COLUMNS, attributes, record.study_document)
+    study_before = _upsert(
+        conn, "studies", {"store": store, "study_uid": study}, study_row, added, now
+    )
+    series_row = _level_row(SERIES_COLUMNS, attributes, record.series_document)
+    series_keys = {"store": store, "study_uid": study, "series_uid": series}
+    series_before = _upsert(conn, "series", series_keys, series_row, added, now)
     if moved and previous is not None:
         _forget(conn, store, previous[0], previous[1])
         _bump(conn, store, previous[0], previous[1])
-    _bump(conn, store, study, series)
-    _refresh_study(conn, store, study)
+    # The study's modalities and series count change only with a new series or a
+    # series' new modality.
+    modality = series_row["modality"]
+    if series_before is None or (modality is not None and modality != series_before.modality):
+        _refresh_study(conn, store, study)
+    new_document = _documents.decode(record.study_document)
     for keyword in NAME_ATTRIBUTES:
         value = attributes.get(keyword)
         if not value:
             continue  # an instance without the name keeps the one already known
+        # The name rows always match the study document's name when it has one (both
+        # are rewritten by each instance that has the name), so the same name in the
+        # document before this instance means the rows are current.
+        tag = _NAME_TAGS[keyword]
+        before = study_before.document.get(tag) if study_before is not None else None
+        if before is not None and before == new_document.get(tag):
+            continue
         conn.execute(
             "DELETE FROM names WHERE store = ? AND study_uid = ? AND attribute = ?",
             (store, study, keyword),

@@ -19,6 +19,10 @@ def record(
     study_doc = {"0020000D": {"vr": "UI", "Value": [study]}}
     if "PatientID" in attrs:
         study_doc["00100020"] = {"vr": "LO", "Value": [attrs["PatientID"]]}
+    # As ingest cuts it from the instance: the names are in the study document too.
+    for tag, keyword in (("00100010", "PatientName"), ("00080090", "ReferringPhysicianName")):
+        if attrs.get(keyword):
+            study_doc[tag] = {"vr": "PN", "Value": [{"Alphabetic": attrs[keyword]}]}
     return InstanceRecord(
         store=store,
         study_uid=study,
@@ -208,3 +212,36 @@ async def test_counts_follow_replacement_and_moves(corpus: Index) -> None:
     [moved] = (await corpus.search("default", Query(level=Level.STUDY, limit=1, offset=1))).hits
     assert (moved.study_series, moved.study_instances, moved.modalities) == (2, 2, ("CT", "SR"))
     assert await uids(corpus, Level.STUDY, Match("PatientName", "wildcard", ("DOE^P*",))) == []
+
+
+async def test_names_follow_the_latest_instance_that_has_them(index: Index) -> None:
+    def named(sop: str, **names: str) -> InstanceRecord:
+        return record(sop, "5.1", "5.1.1", PatientID="PAT5", Modality="CT", **names)
+
+    def by(keyword: str, pattern: str) -> Match:
+        return Match(keyword, "wildcard", (pattern,))
+
+    await index.commit(named("5.1.1.1", PatientName="DOE^JOHN"), "w")
+    await index.commit(named("5.1.1.2", PatientName="DOE^JOHN"), "w")  # the same name
+    assert await uids(index, Level.STUDY, by("PatientName", "DOE^J*")) == ["5.1"]
+    await index.commit(named("5.1.1.3", PatientName="ROE^JANE"), "w")  # corrected
+    assert await uids(index, Level.STUDY, by("PatientName", "DOE^J*")) == []
+    assert await uids(index, Level.STUDY, by("PatientName", "ROE^J*")) == ["5.1"]
+    await index.commit(named("5.1.1.4"), "w")  # no name: the known one stays
+    assert await uids(index, Level.STUDY, by("PatientName", "ROE^J*")) == ["5.1"]
+    await index.commit(named("5.1.1.5", ReferringPhysicianName="HOUSE^GREG"), "w")
+    assert await uids(index, Level.STUDY, by("ReferringPhysicianName", "HOUSE*")) == ["5.1"]
+    assert await uids(index, Level.STUDY, by("PatientName", "ROE^J*")) == ["5.1"]
+
+
+async def test_a_series_given_another_modality_changes_the_study_modalities(
+    index: Index,
+) -> None:
+    await index.commit(record("6.1.1.1", "6.1", "6.1.1", Modality="OT"), "w")
+    await index.commit(record("6.1.2.1", "6.1", "6.1.2", Modality="CT"), "w")
+    await index.commit(record("6.1.1.2", "6.1", "6.1.1", Modality="MR"), "w")  # corrected
+    await index.commit(record("6.1.2.2", "6.1", "6.1.2"), "w")  # no modality: kept
+    [study] = (await index.search("default", Query(level=Level.STUDY, limit=10))).hits
+    assert (study.study_series, study.study_instances, study.modalities) == (2, 4, ("CT", "MR"))
+    series = await uids(index, Level.SERIES, Match("Modality", "equal", ("OT",)))
+    assert series == []
