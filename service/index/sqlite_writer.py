@@ -3,10 +3,11 @@
 With ``synchronous=FULL`` every COMMIT waits for an fsync of the WAL, and SQLite lets
 one writer in at a time. One transaction per upload therefore serialises uploads on the
 disk's flush latency. Here one thread does every write: it takes all the writes queued
-while the previous COMMIT was flushing, runs each in its own SAVEPOINT (a failing write
-rolls back alone), and COMMITs them together. Each caller is answered only after that
-COMMIT returns, so an acknowledged write is as durable as before; what is shared is the
-fsync. Under load the batch grows by itself; alone, a write waits for nothing.
+while the previous COMMIT was flushing, runs them so that a failing write rolls back
+alone (see :meth:`GroupCommit._transaction`), and COMMITs them together. Each caller
+is answered only after that COMMIT returns, so an acknowledged write is as durable as
+before; what is shared is the fsync. Under load the batch grows by itself; alone, a
+write waits for nothing.
 """
 
 from __future__ import annotations
@@ -107,24 +108,43 @@ class GroupCommit:
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
-        """Run every write of ``batch`` in its own SAVEPOINT of one transaction."""
-        outcomes: list[tuple[bool, Any]] = []
+        """Run the writes of ``batch`` in one transaction, each failing alone.
+
+        Writes almost never fail, so the batch first runs without a SAVEPOINT per
+        write: two statements fewer each, 4 of the 13 an instance's claim and commit
+        took. If one fails, the transaction is rolled back and the batch runs again
+        with a SAVEPOINT around each write, so that only the failing write is undone.
+        The writes are functions of the database alone, so running them again is safe.
+        """
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _ in batch:
-                conn.execute("SAVEPOINT write")
-                try:
-                    outcomes.append((True, fn(conn)))
-                except Exception as exc:  # the caller's failure: handed to the caller
-                    conn.execute("ROLLBACK TO write")
-                    outcomes.append((False, exc))
-                conn.execute("RELEASE write")
+            try:
+                outcomes: list[tuple[bool, Any]] = [(True, fn(conn)) for fn, _ in batch]
+            except Exception:
+                if conn.in_transaction:  # some errors end the transaction themselves
+                    conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [_isolated(conn, fn) for fn, _ in batch]
             conn.execute("COMMIT")
         except sqlite3.Error:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return outcomes
+
+
+def _isolated(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
+) -> tuple[bool, Any]:
+    """Run one write in its own SAVEPOINT; (True, result) or (False, its exception)."""
+    conn.execute("SAVEPOINT write")
+    try:
+        return True, fn(conn)
+    except Exception as exc:  # the caller's failure: handed to the caller
+        conn.execute("ROLLBACK TO write")
+        return False, exc
+    finally:
+        conn.execute("RELEASE write")
 
 
 def _mapped(exc: BaseException, name: str) -> BaseException:
