@@ -59,8 +59,10 @@ class Board:
 
     A slot is (pid, connections, time of writing on the monotonic clock, which all
     processes of one machine share). Each worker writes only its own slot, so no lock
-    is needed; a slot not written for :data:`STALE_AFTER` is ignored (its worker hangs
-    or was killed before the supervisor could clear it).
+    is needed: a read that races a write may see a torn slot, which misjudges at most
+    one accept's wait, itself bounded by :data:`HOLD_MAX`. A slot not written for
+    :data:`STALE_AFTER` is ignored (its worker hangs, or was killed before the
+    supervisor could clear it).
     """
 
     _SLOT = struct.Struct("<iid")
@@ -82,8 +84,12 @@ class Board:
 
     @classmethod
     def create(cls, slots: int) -> Board:
-        """A new board in the temporary folder, for one server's workers."""
-        fd, name = tempfile.mkstemp(prefix="dicomweb-http-", suffix=".board")
+        """A new board for one server's workers: in ``/dev/shm`` where there is one (a
+        board rewritten on every accept has no business being written back to a
+        disk), else in the temporary folder."""
+        shm = "/dev/shm"  # noqa: S108 (mkstemp: a new file, O_EXCL, mode 0600)
+        folder = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+        fd, name = tempfile.mkstemp(prefix="dicomweb-http-", suffix=".board", dir=folder)
         os.close(fd)
         return cls(Path(name), slots)
 
