@@ -55,8 +55,10 @@ def _dimse(settings: Settings) -> None:
     import anyio
 
     from service.dimse.sidecar import run
+    from service.memory import limit_malloc_arenas
 
     _logging(settings)
+    limit_malloc_arenas(settings.malloc_arenas)
     anyio.run(run, settings)
 
 

@@ -34,6 +34,7 @@ from service.dicomweb.rendered import rendered, thumbnail
 from service.dicomweb.stow import stow
 from service.dicomweb.wado import metadata, retrieve
 from service.errors import ServiceError
+from service.memory import limit_malloc_arenas
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -75,6 +76,8 @@ def create_app_from_env() -> Litestar:
 def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Before the first thread pool starts, so that every worker thread shares them.
+        limit_malloc_arenas(settings.malloc_arenas)
         services = await open_services(settings)
         app.state.services = services
         # Everything loaded so far (pydicom's dictionaries, the app, the imports) lives

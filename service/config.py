@@ -59,6 +59,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         ),
         msgspec.Meta(ge=1, le=64),
     ] = 1
+    malloc_arenas: Annotated[
+        int,
+        _doc(
+            "glibc malloc arenas per serving process (M_ARENA_MAX): threads share them, "
+            "so memory one frees is reused by the others; fewer is less peak memory. "
+            "0 leaves glibc's default (8 per core)."
+        ),
+        msgspec.Meta(ge=0, le=1024),
+    ] = 2
     root: Annotated[str, _doc("Path prefix of the DICOMweb API.")] = "/dicom-web"
     store: Annotated[
         str,

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Request, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Response, Stream
 
 from service.core.frames import parse_frame_list
@@ -118,21 +118,21 @@ async def _multipart(
     yield closing_delimiter(boundary)
 
 
-_QUALITY = Parameter(
-    query="quality", required=False, description="JPEG quality 1-100 (default 90)."
+_QUALITY = QueryParameter(
+    name="quality", required=False, description="JPEG quality 1-100 (default 90)."
 )
-_WINDOW = Parameter(
-    query="window",
+_WINDOW = QueryParameter(
+    name="window",
     required=False,
     description="center,width[,function]: function linear (default), linear-exact or sigmoid.",
 )
-_VIEWPORT = Parameter(
-    query="viewport",
+_VIEWPORT = QueryParameter(
+    name="viewport",
     required=False,
     description="vw,vh[,sx,sy,sw,sh]: fit the (source region of the) image into vw x vh.",
 )
-_ANNOTATION = Parameter(
-    query="annotation", required=False, description="Not supported: ignored with a Warning."
+_ANNOTATION = QueryParameter(
+    name="annotation", required=False, description="Not supported: ignored with a Warning."
 )
 
 _RENDERED_DOC = (
