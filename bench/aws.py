@@ -91,7 +91,8 @@ def main() -> int:
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
-                result = run_bench(bench, url, args.corpus, [], work / f"{backend.split()[0]}.json")
+                out = work / f"{backend.split()[0]}.json"
+                result = run_bench(bench, url, args.corpus, [], out, process)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
                     spy.wait()

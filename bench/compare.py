@@ -158,40 +158,120 @@ def dd_fdatasync(folder: Path, megabytes: int = 1024) -> float:
     return megabytes * 1024**2 / elapsed / 1e6
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    """User plus system CPU time of a process and its live children."""
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """User plus system CPU time of these processes."""
     total = 0.0
-    for p in [process, *process.children(recursive=True)]:
+    for p in processes:
         with contextlib.suppress(psutil.Error):
             times = p.cpu_times()
             total += times.user + times.system
     return total
 
 
+class CpuWatch:
+    """CPU seconds of the server, of the benchmark client and of the whole machine,
+    sampled every 50 ms while the client runs.
+
+    The client first reads the corpus and builds its requests, alone; the window that
+    counts runs from the first to the last sample in which the server was busy (over a
+    fifth of a core), so the client's set-up counts nothing.
+    """
+
+    PERIOD = 0.05
+
+    def __init__(self, server: psutil.Process, client: psutil.Process) -> None:
+        # The server's workers are listed once: walking /proc at every sample would
+        # cost the machine more than the sampling itself.
+        self.server = [server, *server.children(recursive=True)]
+        self.client = [client]
+        self.samples: list[tuple[float, float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        client = cpu_seconds(self.client)
+        self.samples.append((time.monotonic(), cpu_seconds(self.server), client, busy))
+
+    def _run(self) -> None:
+        self._sample()
+        while not self._stop.wait(self.PERIOD):
+            self._sample()
+
+    def stop(self, first_seconds: float | None = None) -> dict[str, float]:
+        """Over the busy window (or its first ``first_seconds``): CPU seconds of server
+        and client, their shares of one core, and the share of all cores busy."""
+        self._stop.set()
+        self._thread.join()
+        rows = self.samples
+        busy = [
+            i
+            for i in range(1, len(rows))
+            if rows[i][1] - rows[i - 1][1] > 0.2 * (rows[i][0] - rows[i - 1][0])
+        ]
+        if not busy:
+            return {}
+        first, last = rows[busy[0] - 1], rows[busy[-1]]
+        if first_seconds is not None:
+            last = next((r for r in rows if r[0] >= first[0] + first_seconds), last)
+        wall = last[0] - first[0]
+        if wall <= 0:
+            return {}
+        server, client = last[1] - first[1], last[2] - first[2]
+        return {
+            "wall_s": wall,
+            "server_cpu_s": server,
+            "client_cpu_s": client,
+            "server_core_pct": 100 * server / wall,
+            "client_core_pct": 100 * client / wall,
+            "machine_busy_pct": 100 * (last[3] - first[3]) / wall / (psutil.cpu_count() or 1),
+        }
+
+
 def run_bench(
     bench: Path, url: str, corpus: Path, args: list[str], out: Path, server: psutil.Process
 ) -> dict[str, Any]:
-    """One benchmark run. STOW runs on its own, so that the server's CPU time over it
-    can be put per stored instance: what each server spends, whatever the machine.
-    The server is idle while the client reads the corpus, so that time counts nothing."""
+    """One benchmark run, a client process per phase, so that the CPU time of the
+    server and of the client can be told apart per phase: what each side spends per
+    stored instance, and which side limits the series retrieve."""
     cmd = [sys.executable, str(bench), "run", "--url", url, "--corpus", str(corpus)]
-    at = args.index("--phases")
-    phases = args[at + 1].split(",")
-    rest = args[:at] + args[at + 2 :]
+    phases, rest = ["stow", "qido", "wado"], list(args)
+    if "--phases" in args:
+        at = args.index("--phases")
+        phases, rest = args[at + 1].split(","), args[:at] + args[at + 2 :]
     result: dict[str, Any] = {}
-    for step in (["stow"], [p for p in phases if p != "stow"]):
-        if not set(step) & set(phases):
-            continue
-        before = cpu_seconds(server)
-        part = out.with_suffix(f".{step[0]}.json")
-        run = [*cmd, *rest, "--phases", ",".join(step), "--out", str(part)]
-        subprocess.run(run, check=True, stdout=subprocess.DEVNULL)
-        result.update(json.loads(part.read_text()))
-        if step == ["stow"] and result.get("stow", {}).get("instances"):
-            spent = cpu_seconds(server) - before
-            result["stow"]["server_cpu_ms"] = 1000 * spent / result["stow"]["instances"]
+    for phase in phases:
+        part = out.with_suffix(f".{phase}.json")
+        run = [*cmd, *rest, "--phases", phase, "--out", str(part)]
+        client = subprocess.Popen(run, stdout=subprocess.DEVNULL)
+        watch = CpuWatch(server, psutil.Process(client.pid))
+        if client.wait() != 0:
+            watch.stop()
+            raise subprocess.CalledProcessError(client.returncode, run)
+        found = json.loads(part.read_text())[phase]
+        # The series retrieve comes first in the WADO phase: its own window.
+        series_s = None
+        if phase == "wado" and found.get("series_MB_per_s"):
+            series_s = _series_seconds(corpus, found["series_MB_per_s"])
+        found["cpu"] = watch.stop(series_s)
+        result[phase] = found
+        instances = found.get("instances")
+        if phase == "stow" and instances and found["cpu"]:
+            found["server_cpu_ms"] = 1000 * found["cpu"]["server_cpu_s"] / instances
+            found["client_cpu_ms"] = 1000 * found["cpu"]["client_cpu_s"] / instances
     out.write_text(json.dumps(result, indent=1))
     return result
+
+
+def _series_seconds(corpus: Path, mb_per_s: float) -> float:
+    """How long the series retrieve took: every instance once, at the rate it reports."""
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    total = sum(
+        i["size"] for st in manifest["studies"] for se in st["series"] for i in se["instances"]
+    )
+    return float(total) / 1e6 / mb_per_s
 
 
 def pick(result: dict[str, Any], path: str) -> float | None:
@@ -210,7 +290,11 @@ METRICS: list[tuple[str, str, str, float | None]] = [
     ("STOW instances/s", "stow.instances_per_s", "higher", 1.5),
     ("STOW MB/s", "stow.MB_per_s", "higher", None),
     ("STOW server CPU ms per instance", "stow.server_cpu_ms", "lower", None),
+    ("STOW client CPU ms per instance", "stow.client_cpu_ms", "lower", None),
+    ("STOW machine busy %", "stow.cpu.machine_busy_pct", "lower", None),
     ("WADO series MB/s", "wado.series_MB_per_s", "higher", 1.5),
+    ("WADO series: client % of a core", "wado.cpu.client_core_pct", "lower", None),
+    ("WADO series: server % of a core", "wado.cpu.server_core_pct", "lower", None),
     ("WADO instance p50 ms", "wado.instance.p50_ms", "lower", 0.5),
     ("WADO study metadata p50 ms", "wado.metadata.p50_ms", "lower", 0.5),
     ("WADO frame p50 ms", "wado.frame.p50_ms", "lower", 0.5),
@@ -257,7 +341,8 @@ def report(
     table = Table()
     metrics = list(METRICS)
     if profile == "tiny":
-        metrics = [("STOW instances/s", "stow.instances_per_s", "higher", 1.0), METRICS[2]]
+        metrics = [("STOW instances/s", "stow.instances_per_s", "higher", 1.0)]
+        metrics += [m for m in METRICS if m[1].startswith("stow.") and m[3] is None]
         metrics += [m for m in METRICS if m[1].startswith("qido")]
     for label, path, better, target in metrics:
         a, b = median_of(theirs, path), median_of(mine, path)
