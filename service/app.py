@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -21,6 +22,7 @@ from litestar import Litestar, Request, Response, Router
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 from service.config import Settings, load_settings
@@ -73,12 +75,41 @@ def create_app_from_env() -> Litestar:
     return create_app(load_settings())
 
 
+class _InFlight:
+    """Counts the HTTP requests this process is serving, so that background work (the
+    metadata warmer) can wait for a pause in them."""
+
+    #: The gap between two requests of one client is not a pause in the load.
+    QUIET_SECONDS = 0.1
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last = 0.0
+
+    def busy(self) -> bool:
+        return self.count > 0 or time.monotonic() - self.last < self.QUIET_SECONDS
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+            self.count += 1
+            try:
+                await app(scope, receive, send)
+            finally:
+                self.count -= 1
+                self.last = time.monotonic()
+
+        return counted
+
+
 def create_app(settings: Settings) -> Litestar:
+    in_flight = _InFlight()
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Before the first thread pool starts, so that every worker thread shares them.
         limit_malloc_arenas(settings.malloc_arenas)
         services = await open_services(settings)
+        services.metadata.busy = in_flight.busy
         app.state.services = services
         # Everything loaded so far (pydicom's dictionaries, the app, the imports) lives
         # as long as the process: keep the garbage collector from walking it again on
@@ -111,6 +142,7 @@ def create_app(settings: Settings) -> Litestar:
     return Litestar(
         route_handlers=[health, ready, dicomweb],
         lifespan=[lifespan],
+        middleware=[in_flight.middleware],
         state=State({}),
         cors_config=cors_config(settings),
         exception_handlers={

@@ -160,7 +160,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
         float,
         _doc(
             "Seconds a study must go without new instances before its metadata documents "
-            "are rebuilt in the background (0: only on request)."
+            "are rebuilt in the background, at the next pause in the worker's requests "
+            "(0: only on request)."
         ),
         msgspec.Meta(ge=0),
     ] = 2.0

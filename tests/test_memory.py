@@ -71,9 +71,7 @@ def test_zero_leaves_the_allocator_alone() -> None:
 # Building the app in-process meets Litestar 2.25's deprecation of inferred query
 # parameters (warnings the server processes of the other tests print, not raise).
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_the_service_applies_the_setting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_service_applies_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     applied: list[int] = []
     monkeypatch.setattr(app_module, "limit_malloc_arenas", applied.append)
     settings = load_settings({"DICOMWEB_DATA_DIR": str(tmp_path), "DICOMWEB_MALLOC_ARENAS": "3"})

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -140,6 +142,35 @@ def test_warmer_builds_documents_after_a_quiet_period(start_server) -> None:  # 
             break
         time.sleep(0.05)
     assert found == {"study", series}
+
+
+@pytest.mark.embedded_only
+def test_the_warmer_waits_while_a_request_is_served(start_server) -> None:  # type: ignore[no-untyped-def]
+    proc = start_server(metadata_warm_delay="0.2")
+    study, series = new_uid(), new_uid()
+    blobs = Path(proc.data_dir, "blobs")
+
+    def warmed() -> set[str]:
+        return {p.name.rsplit(".", 3)[0] for p in blobs.rglob(f"cache/metadata/{study}/*.json.gz")}
+
+    body = multipart(make_instance())
+
+    def slowly() -> Iterator[bytes]:
+        yield body[: len(body) // 2]
+        time.sleep(2)  # an upload in progress, long past the study's quiet time
+        yield body[len(body) // 2 :]
+
+    with httpx.Client(base_url=proc.root, timeout=30) as client:
+        stow(client, make_instance(study=study, series=series))
+        with ThreadPoolExecutor(1) as pool:
+            upload = pool.submit(client.post, "/studies", content=slowly(), headers=stow_headers())
+            time.sleep(1.5)
+            assert warmed() == set()  # the upload holds the warmer back
+            assert upload.result().status_code == 200
+    deadline = time.monotonic() + 10
+    while warmed() != {"study", series} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert warmed() == {"study", series}
 
 
 def test_unknown_study_and_series_metadata_are_404(client: httpx.Client) -> None:

@@ -26,9 +26,11 @@ import contextlib
 import gzip
 import hashlib
 import logging
+import math
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import anyio
 import msgspec
@@ -48,6 +50,8 @@ _HEADER = struct.Struct(">Q32s")
 #: Fast enough to build a 1,000-instance document in well under a second, and within
 #: a few percent of level 9's size on DICOM JSON.
 _GZIP_LEVEL = 6
+#: How often the warmer looks again while requests are being served.
+IDLE_POLL_SECONDS = 0.02
 
 
 def json_array(found: list[tuple[InstanceRef, bytes]], base: str) -> bytes:
@@ -126,6 +130,12 @@ class MetadataDocuments:
         self._dirty: dict[tuple[str, str], float] = {}  # (study, base) -> due time
         self._wake = asyncio.Event()
         self._building: dict[tuple[str, ...], asyncio.Future[MetadataDocument]] = {}
+        #: Whether the process is serving a request now. Warming is background work: it
+        #: waits for a moment without one, so it never takes CPU from uploads or
+        #: searches (a study of 50 tiny instances costs 5.9 ms to warm, 7 % of the CPU
+        #: its upload takes). Under unbroken load a study is not warmed, and its first
+        #: request builds it.
+        self.busy: Callable[[], bool] = lambda: False
 
     # -- serving ---------------------------------------------------------------------
 
@@ -246,9 +256,15 @@ class MetadataDocuments:
         """The background task that rebuilds touched studies' documents."""
         while True:
             due = [k for k, t in self._dirty.items() if t <= time.monotonic()]
-            for study, base in due:
-                self._dirty.pop((study, base), None)
-                await self._warm(study, base)
+            for key in due:
+                # Polled: "no request for a while" is a lasting state, not an event.
+                while self.busy():  # noqa: ASYNC110
+                    await asyncio.sleep(IDLE_POLL_SECONDS)
+                # Touched again while it waited: not quiet yet, its turn comes later.
+                if self._dirty.get(key, math.inf) > time.monotonic():
+                    continue
+                del self._dirty[key]
+                await self._warm(*key)
             self._wake.clear()
             wait = min(self._dirty.values(), default=None)
             timeout = None if wait is None else max(0.0, wait - time.monotonic())
