@@ -308,7 +308,9 @@ def median_of(results: list[dict[str, Any]], path: str) -> float | None:
 
 
 def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
+    if value is None:
+        return "-"
+    return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
 
 
 class Table:
