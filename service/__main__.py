@@ -76,6 +76,17 @@ def _openapi(settings: Settings) -> None:
     from service.app import create_app
 
     schema = create_app(settings).openapi_schema.to_schema()
+    # Litestar lists the path parameters of a handler with several paths in set order,
+    # which changes from run to run: put them in the order of the path, so that the
+    # checked-in document is reproducible.
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "parameters" in operation:
+                operation["parameters"].sort(
+                    key=lambda p, path=path: (
+                        (0, path.find("{" + p["name"] + "}")) if p.get("in") == "path" else (1, 0)
+                    )
+                )
     sys.stdout.write(json.dumps(schema, indent=2, sort_keys=True) + "\n")
 
 

@@ -68,9 +68,6 @@ def test_zero_leaves_the_allocator_alone() -> None:
     assert limit_malloc_arenas(0) is False
 
 
-# Building the app in-process meets Litestar 2.25's deprecation of inferred query
-# parameters (warnings the server processes of the other tests print, not raise).
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_the_service_applies_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     applied: list[int] = []
     monkeypatch.setattr(app_module, "limit_malloc_arenas", applied.append)

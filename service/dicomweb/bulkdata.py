@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get
+from litestar.params import FromPath
 from litestar.response import Response, Stream
 
 from service.core.bulkdata import BulkValue, locate, parse_path, stream
@@ -79,7 +80,11 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     responses=problems(400, 404, 406, 416, 503),
 )
 async def bulkdata(
-    request: Request[Any, Any, Any], study: str, series: str, instance: str, path: str
+    request: Request[Any, Any, Any],
+    study: FromPath[str],
+    series: FromPath[str],
+    instance: FromPath[str],
+    path: FromPath[str],
 ) -> Response[bytes] | Stream:
     uids(study, series, instance)
     tag_path = parse_path(path)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Request, get
+from litestar.params import FromPath
 from litestar.response import Response, Stream
 
 from service.core.frames import FrameSource, parse_frame_list
@@ -40,7 +41,11 @@ _DOC = (
     responses=problems(400, 404, 406, 503),
 )
 async def retrieve_frames(
-    request: Request[Any, Any, Any], study: str, series: str, instance: str, frames: str
+    request: Request[Any, Any, Any],
+    study: FromPath[str],
+    series: FromPath[str],
+    instance: FromPath[str],
+    frames: FromPath[str],
 ) -> Response[bytes] | Stream:
     uids(study, series, instance)
     numbers = parse_frame_list(frames)

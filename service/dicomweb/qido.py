@@ -15,7 +15,7 @@ from litestar import Request, Response, get
 
 from service.core.qido import Search, parse_search
 from service.core.search import Level
-from service.dicomweb.common import base_url, services, uids
+from service.dicomweb.common import base_url, optional_path_params, services, uids
 from service.dicomweb.media import DICOM_JSON, choose_json
 from service.dicomweb.responses import problems
 
@@ -78,9 +78,8 @@ async def search_studies(request: Request[Any, Any, Any]) -> Response[bytes]:
     tags=["QIDO-RS"],
     responses=_ERRORS,
 )
-async def search_series(
-    request: Request[Any, Any, Any], study: str | None = None
-) -> Response[bytes]:
+async def search_series(request: Request[Any, Any, Any]) -> Response[bytes]:
+    (study,) = optional_path_params(request, "study")
     return await _search(request, Level.SERIES, study, None)
 
 
@@ -95,7 +94,6 @@ async def search_series(
     tags=["QIDO-RS"],
     responses=_ERRORS,
 )
-async def search_instances(
-    request: Request[Any, Any, Any], study: str | None = None, series: str | None = None
-) -> Response[bytes]:
+async def search_instances(request: Request[Any, Any, Any]) -> Response[bytes]:
+    study, series = optional_path_params(request, "study", "series")
     return await _search(request, Level.INSTANCE, study, series)

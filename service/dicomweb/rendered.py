@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from litestar import Request, get
-from litestar.params import QueryParameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Response, Stream
 
 from service.core.frames import parse_frame_list
 from service.core.rendered import Frame, RenderedService
-from service.dicomweb.common import base_url, services, uids
+from service.dicomweb.common import base_url, optional_path_params, services, uids
 from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
 from service.dicomweb.rendered_params import (
     choose_image,
@@ -152,15 +152,13 @@ _RENDERED_DOC = (
 )
 async def rendered(
     request: Request[Any, Any, Any],
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-    frames: str | None = None,
+    study: FromPath[str],
     quality: Annotated[str | None, _QUALITY] = None,
     window: Annotated[str | None, _WINDOW] = None,
     viewport: Annotated[str | None, _VIEWPORT] = None,
     annotation: Annotated[str | None, _ANNOTATION] = None,
 ) -> Response[bytes] | Stream:
+    series, instance, frames = optional_path_params(request, "series", "instance", "frames")
     uids(study, series, instance)
     numbers = parse_frame_list(frames) if frames is not None else None
     several = instance is None or (numbers is not None and len(numbers) > 1)
@@ -205,15 +203,13 @@ _THUMBNAIL_DOC = (
 )
 async def thumbnail(
     request: Request[Any, Any, Any],
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-    frames: str | None = None,
+    study: FromPath[str],
     quality: Annotated[str | None, _QUALITY] = None,
     window: Annotated[str | None, _WINDOW] = None,
     viewport: Annotated[str | None, _VIEWPORT] = None,
     annotation: Annotated[str | None, _ANNOTATION] = None,
 ) -> Response[bytes]:
+    series, instance, frames = optional_path_params(request, "series", "instance", "frames")
     uids(study, series, instance)
     numbers = parse_frame_list(frames) if frames is not None else None
     media_type, _ = choose_image(request.headers.get("accept"), several=False)

@@ -14,7 +14,7 @@ import msgspec
 from litestar import Request, Response, post
 
 from service.core.stow import InstanceOutcome, StowResult
-from service.dicomweb.common import base_url, services, uids
+from service.dicomweb.common import base_url, optional_path_params, services, uids
 from service.dicomweb.media import DICOM, DICOM_JSON, parse_media_type
 from service.dicomweb.responses import dicom_json, problems
 from service.errors import (
@@ -112,7 +112,8 @@ def _warning(outcomes: list[InstanceOutcome]) -> str | None:
         **problems(400, 413, 415, 503),
     },
 )
-async def stow(request: Request[Any, Any, Any], study: str | None = None) -> Response[bytes]:
+async def stow(request: Request[Any, Any, Any]) -> Response[bytes]:
+    (study,) = optional_path_params(request, "study")
     svc = services(request)
     if study is not None:
         uids(study)

@@ -12,11 +12,12 @@ from typing import Any
 
 import anyio
 from litestar import Request, get
+from litestar.params import FromPath
 from litestar.response import Response, Stream
 
 from service.core.metadata import MetadataDocument, json_array
 from service.core.wado import WadoService
-from service.dicomweb.common import base_url, services, uids
+from service.dicomweb.common import base_url, optional_path_params, services, uids
 from service.dicomweb.conditional import accepts_gzip, etag_matches
 from service.dicomweb.media import DICOM, DICOM_JSON, choose_instance_media, choose_json
 from service.dicomweb.multipart import closing_delimiter, make_boundary, part_header
@@ -144,12 +145,8 @@ _RETRIEVE_DOC = (
     tags=["WADO-RS"],
     responses=_ERRORS,
 )
-async def retrieve(
-    request: Request[Any, Any, Any],
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-) -> Stream:
+async def retrieve(request: Request[Any, Any, Any], study: FromPath[str]) -> Stream:
+    series, instance = optional_path_params(request, "series", "instance")
     return await _retrieve(request, study, series, instance)
 
 
@@ -199,10 +196,6 @@ _METADATA_DOC = (
     tags=["WADO-RS"],
     responses=_ERRORS,
 )
-async def metadata(
-    request: Request[Any, Any, Any],
-    study: str,
-    series: str | None = None,
-    instance: str | None = None,
-) -> Response[bytes]:
+async def metadata(request: Request[Any, Any, Any], study: FromPath[str]) -> Response[bytes]:
+    series, instance = optional_path_params(request, "series", "instance")
     return await _metadata(request, study, series, instance)
