@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -111,53 +112,61 @@ async def test_a_study_stored_to_while_it_is_read_is_not_kept(tmp_path: Path) ->
     assert not docs.memory.items
 
 
+class _Requests:
+    """Stands in for the app's request counter: busy until told otherwise."""
+
+    serving = True
+
+    def busy(self) -> bool:
+        return self.serving
+
+
+@contextlib.asynccontextmanager
+async def _warmer(
+    tmp_path: Path, index: _Index, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[MetadataDocuments, _Requests]]:
+    """A running warmer, quick to poll, whose process is serving requests."""
+    monkeypatch.setattr("service.core.metadata.IDLE_POLL_SECONDS", 0.01)
+    docs = await _documents(tmp_path, index)
+    docs.warm_delay = 0.05
+    requests = _Requests()
+    docs.busy = requests.busy
+    task = asyncio.create_task(docs.warm_forever())
+    try:
+        yield docs, requests
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_warming_waits_for_a_pause_in_requests(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("service.core.metadata.IDLE_POLL_SECONDS", 0.01)
     index = _Index()
-    docs = await _documents(tmp_path, index)
-    docs.warm_delay = 0.05
-    serving = True
-    docs.busy = lambda: serving
-    warmer = asyncio.create_task(docs.warm_forever())
-    try:
+    async with _warmer(tmp_path, index, monkeypatch) as (docs, requests):
         docs.touch(STUDY, BASE)
         await asyncio.sleep(0.3)  # long past the study's quiet time
         assert index.metadata_reads == 0  # requests are being served: not yet
-        serving = False
+        requests.serving = False
         for _ in range(100):
             if docs.memory.items:
                 break
             await asyncio.sleep(0.01)
         assert index.metadata_reads == 1 and len(docs.memory.items) == 3
-    finally:
-        warmer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await warmer
 
 
 async def test_a_study_touched_while_the_warmer_waits_is_not_warmed_early(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("service.core.metadata.IDLE_POLL_SECONDS", 0.01)
     index = _Index()
-    docs = await _documents(tmp_path, index)
-    docs.warm_delay = 0.05
-    serving = True
-    docs.busy = lambda: serving
-    warmer = asyncio.create_task(docs.warm_forever())
-    try:
+    async with _warmer(tmp_path, index, monkeypatch) as (docs, requests):
         docs.touch(STUDY, BASE)
         await asyncio.sleep(0.1)  # due, and waiting for a pause
         docs.warm_delay = 0.5
         docs.touch(STUDY, BASE)  # a new instance: quiet again only in 0.5 s
-        serving = False
+        requests.serving = False
         await asyncio.sleep(0.2)
         assert index.metadata_reads == 0
         await asyncio.sleep(0.6)
         assert index.metadata_reads == 1
-    finally:
-        warmer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await warmer
