@@ -5,8 +5,8 @@ frees goes back to its arena, where only that arena's next allocations find it, 
 process whose thread pools take turns with large buffers (request bodies, 4 MiB file
 reads) keeps a high-water mark per arena. Fewer arenas shared by all threads reuse
 what was freed: on the default benchmark, two arenas took the service's peak RSS from
-314 to 272 MiB with two workers, at no measured cost in throughput (README,
-Performance). Orthanc offers the same knob (``MallocArenaMax``).
+304–318 to 270–275 MiB with two workers (four runs each), with throughput within the
+runs' noise (README, Performance). Orthanc offers the same knob (``MallocArenaMax``).
 """
 
 from __future__ import annotations
