@@ -1,15 +1,17 @@
 """What the local BlobStore promises beyond the shared contract: every byte written
 however the kernel splits the writes, and folders that survive a crash with the blobs
-in them."""
+in them, whether each file is fsynced or one syncfs serves many."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
 from service.storage import local
+from service.storage.fssync import syncfs_available
 from service.storage.local import LocalBlobStore
 
 
@@ -58,7 +60,7 @@ async def test_new_folders_are_synced_into_their_parents(
         real_fsync_dir(path)
 
     monkeypatch.setattr(local, "_fsync_dir", recording)
-    store = LocalBlobStore(tmp_path / "blobs")
+    store = LocalBlobStore(tmp_path / "blobs", shared_sync=False)
     await store.open()
     root = store.root
 
@@ -88,7 +90,7 @@ async def test_a_writer_that_need_not_be_durable_syncs_nothing(
         real_fsync(fd)
 
     monkeypatch.setattr(local.os, "fsync", recording)
-    store = LocalBlobStore(tmp_path / "blobs")
+    store = LocalBlobStore(tmp_path / "blobs", shared_sync=False)
     await store.open()
     for key, data in (("cache/a/doc", b"first"), ("cache/a/doc", b"second")):
         writer = await store.open_writer(key, durable=False)
@@ -106,7 +108,7 @@ async def test_a_writer_that_need_not_be_durable_syncs_nothing(
 async def test_a_folder_made_by_a_concurrent_writer_is_still_synced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = LocalBlobStore(tmp_path / "blobs")
+    store = LocalBlobStore(tmp_path / "blobs", shared_sync=False)
     await store.open()
     synced: list[Path] = []
     real_mkdir = Path.mkdir
@@ -209,3 +211,61 @@ async def test_a_file_cleared_before_its_writer_locked_it_is_made_again(
     await writer.commit()
     assert raced == [beside]
     assert await _read(store, "s/one.dcm") == b"one"
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="needs Linux 5.8+ syncfs")
+async def test_with_syncfs_a_commit_waits_for_one_shared_sync_and_fsyncs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(local.os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    shared = store._shared
+    assert shared is not None
+    rounds: list[int] = []
+    real_syncfs = shared._syncfs
+
+    def counting(fd: int) -> None:
+        rounds.append(fd)
+        real_syncfs(fd)
+
+    monkeypatch.setattr(shared, "_syncfs", counting)
+    writer = await store.open_writer("a/b/first.dcm")  # new folders too
+    await writer.write(b"first")
+    await writer.commit()
+    assert len(rounds) == 1  # commit returned after a sync of its own
+    cache = await store.open_writer("a/b/cache", durable=False)
+    await cache.write(b"cached")
+    await cache.commit()
+    assert len(rounds) == 1  # a writer that need not be durable waits for nothing
+    assert fsynced == []
+    assert await _read(store, "a/b/first.dcm") == b"first"
+    assert await _read(store, "a/b/cache") == b"cached"
+    await store.close()
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="needs Linux 5.8+ syncfs")
+async def test_a_failed_syncfs_fails_the_commit_and_the_store_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    assert store._shared is not None
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "write-back failed")
+
+    monkeypatch.setattr(store._shared, "_syncfs", failing)
+    writer = await store.open_writer("a/lost.dcm")
+    await writer.write(b"lost")
+    with pytest.raises(OSError) as raised:
+        await writer.commit()
+    assert raised.value.errno == errno.EIO  # the caller does not commit its index row
+    monkeypatch.undo()
+    writer = await store.open_writer("a/kept.dcm")
+    await writer.write(b"kept")
+    await writer.commit()
+    assert await _read(store, "a/kept.dcm") == b"kept"
+    await store.close()

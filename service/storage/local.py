@@ -1,12 +1,21 @@
 """Local-file BlobStore, the embedded default.
 
 A blob is written to a temporary file beside its final name (``.NAME.part`` in the same
-folder; blob keys never start with a dot), fsynced, then ``os.replace``d into place and
-the folder fsynced: a crash leaves either the old blob or the new one, never a torn
-file. Renaming within one folder is the cheapest durable commit the filesystem has: a
-shared temporary folder made every upload contend on that one directory, and cost
-small instances about a third more CPU (``bench/durable_writes.py``). All file I/O runs
-in worker threads so the event loop keeps serving.
+folder; blob keys never start with a dot), then ``os.replace``d into place, and made
+durable before ``commit`` returns. On Linux 5.8+ one ``syncfs`` shared by every blob
+committed meanwhile does that (``fssync.py``); elsewhere the file is fsynced before its
+rename and its folder after it, so a crash leaves the old blob or the new one.
+
+With ``syncfs`` a crash before ``commit`` returns can leave a partial file under the
+new name. That is safe because of how the store path uses keys: it never writes to a
+key that a committed index row names (a replacement goes to a new key), the row is
+written only after ``commit`` returns, and start-up recovery deletes the blob of an
+upload whose claim was left behind.
+
+Renaming within one folder is the cheapest durable commit the filesystem has: a shared
+temporary folder made every upload contend on that one directory, and cost small
+instances about a third more CPU (``bench/durable_writes.py``). All file I/O runs in
+worker threads so the event loop keeps serving.
 
 Several processes may share one store (the HTTP service, its workers, the DIMSE
 sidecar). Each writer holds an ``flock`` on its temporary file until the rename, so a
@@ -29,6 +38,7 @@ import anyio.to_thread
 from service import offload
 from service.errors import BackendUnavailable
 from service.storage.base import BlobNotFound, BlobStore, BlobWriter, check_key
+from service.storage.fssync import FilesystemSync, filesystem_sync
 
 __all__ = ["LocalBlobStore"]
 
@@ -87,13 +97,18 @@ def _make_dirs(path: Path, durable: bool = True) -> None:
 class _LocalWriter(BlobWriter):
     """The temporary file is created with the first buffer that goes to disk, so a blob
     smaller than :data:`WRITE_BUFFER` (most instances of a small modality) is created,
-    written, fsynced and renamed into place in a single thread hop at commit. A writer
-    that is not ``durable`` skips the fsyncs, and nothing else."""
+    written, renamed into place and made durable in a single thread hop at commit. A
+    writer that is not ``durable`` skips the syncs, and nothing else."""
 
-    def __init__(self, final: Path, tmp_dir: Path, durable: bool) -> None:
+    def __init__(
+        self, final: Path, tmp_dir: Path, durable: bool, shared: FilesystemSync | None
+    ) -> None:
         self._final = final
         self._tmp_dir = tmp_dir
-        self._durable = durable
+        # The store's shared syncfs: then nothing is fsynced one by one.
+        self._shared = shared if durable else None
+        # Whether each file and folder is fsynced itself.
+        self._fsync = durable and shared is None
         self._tmp: Path | None = None
         # A raw descriptor: a Python file object would cost an fstat and an object,
         # and every system call here is a release and retake of the GIL.
@@ -109,7 +124,7 @@ class _LocalWriter(BlobWriter):
                 fd = os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
                 name = str(beside)
             except FileNotFoundError:
-                _make_dirs(self._final.parent, self._durable)  # the first of its folder
+                _make_dirs(self._final.parent, self._fsync)  # the first of its folder
                 continue
             except FileExistsError:
                 if _remove_if_abandoned(beside):
@@ -154,18 +169,20 @@ class _LocalWriter(BlobWriter):
         # The file stays open, and so locked, until it is renamed: closing it first
         # would let another process take it for abandoned and delete it under us.
         try:
-            if self._durable:
+            if self._fsync:
                 os.fsync(fd)
             try:
                 os.replace(self._tmp, self._final)
             except FileNotFoundError:
                 # Only a fallback file in .tmp can meet a missing folder.
-                _make_dirs(self._final.parent, self._durable)
+                _make_dirs(self._final.parent, self._fsync)
                 os.replace(self._tmp, self._final)
             self._tmp = None  # its name may be a new writer's from now on
         finally:
             os.close(fd)
-        if self._durable:
+        if self._shared is not None:
+            self._shared.wait()  # the data, the new name and any new folder at once
+        elif self._fsync:
             _fsync_dir(self._final.parent)
 
     async def abort(self) -> None:
@@ -210,11 +227,17 @@ def _remove_if_abandoned(path: Path) -> bool:
 
 
 class LocalBlobStore(BlobStore):
-    """Blobs as files under ``root``; keys are relative paths."""
+    """Blobs as files under ``root``; keys are relative paths.
 
-    def __init__(self, root: str | Path) -> None:
+    ``shared_sync``: make blobs durable with one shared ``syncfs`` (True: where the
+    system allows, the default) or with an fsync per file and folder (False).
+    """
+
+    def __init__(self, root: str | Path, *, shared_sync: bool = True) -> None:
         self.root = Path(root).resolve()
         self._tmp = self.root / ".tmp"
+        self._shared_sync = shared_sync
+        self._shared: FilesystemSync | None = None
 
     @classmethod
     def from_url(cls, url: str) -> LocalBlobStore:
@@ -230,14 +253,21 @@ class LocalBlobStore(BlobStore):
             self._tmp.mkdir(parents=True, exist_ok=True)
             for leftover in self._tmp.glob("*.part"):
                 _remove_if_abandoned(leftover)
+            if self._shared_sync and self._shared is None:
+                self._shared = filesystem_sync(self.root)
 
         await anyio.to_thread.run_sync(prepare)
+
+    async def close(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is not None:
+            shared.close()
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
     async def open_writer(self, key: str, *, durable: bool = True) -> BlobWriter:
-        return _LocalWriter(self._path(key), self._tmp, durable)
+        return _LocalWriter(self._path(key), self._tmp, durable, self._shared)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)

@@ -1,0 +1,147 @@
+"""The shared syncfs: writers share rounds, never one that started before they came,
+and a failed round fails every writer that waited for it."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from service.storage import fssync
+from service.storage.fssync import MIN_KERNEL, FilesystemSync
+
+
+class _Recorder:
+    """A syncfs that takes ``seconds`` and records when each call started and ended."""
+
+    def __init__(self, seconds: float = 0.0, fail: frozenset[int] = frozenset()) -> None:
+        self.seconds = seconds
+        self.fail = fail  # the calls (1-based) that raise EIO
+        self.calls: list[tuple[float, float]] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.started = threading.Event()
+
+    def __call__(self, fd: int) -> None:
+        start = time.monotonic()
+        self.started.set()
+        self.release.wait(10)
+        time.sleep(self.seconds)
+        self.calls.append((start, time.monotonic()))
+        if len(self.calls) in self.fail:
+            raise OSError(errno.EIO, "write-back failed")
+
+
+def _in_threads(sync: FilesystemSync, count: int) -> list[BaseException | float]:
+    """Call ``sync.wait`` from ``count`` threads at once: when each returned, or its error."""
+    results: list[BaseException | float] = [0.0] * count
+    gate = threading.Barrier(count)
+
+    def run(index: int) -> None:
+        gate.wait()
+        try:
+            sync.wait()
+            results[index] = time.monotonic()
+        except OSError as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+def test_concurrent_writers_share_rounds(tmp_path: Path) -> None:
+    recorder = _Recorder(seconds=0.05)
+    sync = FilesystemSync(tmp_path, recorder)
+    results = _in_threads(sync, 16)
+    sync.close()
+    assert all(isinstance(r, float) for r in results)
+    # The first caller's round, then at most one more for everyone who came meanwhile.
+    assert 1 <= len(recorder.calls) <= 2
+
+
+def test_a_writer_arriving_during_a_round_waits_for_the_next(tmp_path: Path) -> None:
+    recorder = _Recorder()
+    recorder.release.clear()
+    sync = FilesystemSync(tmp_path, recorder)
+    first = threading.Thread(target=sync.wait)
+    first.start()
+    assert recorder.started.wait(5)  # round 1 is running, held on release
+    returned: list[float] = []
+    second = threading.Thread(target=lambda: (sync.wait(), returned.append(time.monotonic())))
+    second.start()
+    time.sleep(0.05)
+    recorder.release.set()
+    first.join(5)
+    second.join(5)
+    sync.close()
+    # Round 1 began before the second writer's data was written: it needs round 2.
+    assert len(recorder.calls) == 2
+    assert returned and returned[0] >= recorder.calls[1][1]
+
+
+def test_a_failed_round_fails_its_writers_and_the_next_round_runs(tmp_path: Path) -> None:
+    recorder = _Recorder(seconds=0.05, fail=frozenset({1}))
+    sync = FilesystemSync(tmp_path, recorder)
+    with pytest.raises(OSError) as raised:
+        sync.wait()
+    assert raised.value.errno == errno.EIO
+    sync.wait()  # a new round, which succeeds
+    assert len(recorder.calls) == 2
+    sync.close()
+
+
+def test_every_writer_of_a_failed_round_gets_the_error(tmp_path: Path) -> None:
+    recorder = _Recorder(fail=frozenset({1, 2}))
+    recorder.release.clear()
+    sync = FilesystemSync(tmp_path, recorder)
+    first: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            sync.wait()
+        except OSError as exc:
+            first.append(exc)
+
+    leader = threading.Thread(target=run_first)
+    leader.start()
+    assert recorder.started.wait(5)
+    # Two writers join round 2 while round 1 runs; round 2 fails too.
+    followers: list[BaseException | float] = []
+    threads = [
+        threading.Thread(target=lambda: followers.extend(_in_threads(sync, 1))) for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.05)
+    recorder.release.set()
+    leader.join(5)
+    for thread in threads:
+        thread.join(5)
+    sync.close()
+    assert len(recorder.calls) == 2
+    assert [getattr(e, "errno", None) for e in first] == [errno.EIO]
+    assert [getattr(e, "errno", None) for e in followers] == [errno.EIO, errno.EIO]
+
+
+def test_kernels_older_than_5_8_are_not_trusted() -> None:
+    assert fssync._kernel("5.4.0-150-generic") < MIN_KERNEL
+    assert fssync._kernel("5.8.0") >= MIN_KERNEL
+    assert fssync._kernel("6.18.44-fc-v1272") >= MIN_KERNEL
+    assert fssync._kernel("weird") < MIN_KERNEL
+
+
+@pytest.mark.skipif(not fssync.syncfs_available(), reason="needs Linux 5.8+ syncfs")
+def test_the_real_syncfs(tmp_path: Path) -> None:
+    sync = fssync.filesystem_sync(tmp_path)
+    assert sync is not None
+    (tmp_path / "file").write_bytes(b"data")
+    results = _in_threads(sync, 4)
+    sync.close()
+    assert all(isinstance(r, float) for r in results)
