@@ -1,9 +1,11 @@
 """How many durable files a second the disk takes, written the way the blob store does.
 
-Each file is written to a temporary name beside its final one, fsynced, renamed within
-its per-series folder and that folder fsynced (``service/storage/local.py``), from
-several threads at once, as concurrent uploads do. Compare with STOW's instances/s:
-when STOW is far below this, the disk is not what limits it.
+Each file is written to a temporary name beside its final one and renamed within its
+per-series folder (``service/storage/local.py``), from several threads at once, as
+concurrent uploads do; then made durable both ways the store knows: its own fsync and
+its folder's ("fsync"), or a ``syncfs`` shared with the files written meanwhile
+("syncfs", Linux 5.8+). Compare with STOW's instances/s: when STOW is far below this,
+the disk is not what limits it.
 
     python bench/durable_writes.py --folder /path/on/the/data/disk
     python bench/durable_writes.py --size 1500 --count 10000      # tiny instances
@@ -19,6 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from service.storage.fssync import FilesystemSync, filesystem_sync
+
 
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -28,10 +32,13 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def run(folder: Path, count: int, size: int, threads: int) -> tuple[float, float]:
+def run(
+    folder: Path, count: int, size: int, threads: int, shared: FilesystemSync | None
+) -> tuple[float, float]:
     """Files per second, and CPU milliseconds per file (user plus system, all threads):
-    ``count`` files of ``size`` bytes from ``threads`` threads. The CPU figure is the
-    floor of what storing an instance durably costs the service's blob threads."""
+    ``count`` files of ``size`` bytes from ``threads`` threads, each fsynced with its
+    folder, or made durable by ``shared``. The CPU figure is the floor of what storing
+    an instance durably costs the service's blob threads."""
     folder.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
 
@@ -42,11 +49,15 @@ def run(folder: Path, count: int, size: int, threads: int) -> tuple[float, float
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            if shared is None:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(part, series / f"{i}.dcm")
-        _fsync(series)
+        if shared is None:
+            _fsync(series)
+        else:
+            shared.wait()
 
     started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
@@ -63,15 +74,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
     for threads in args.threads:
-        work = Path(tempfile.mkdtemp(prefix="durable-", dir=args.folder))
-        try:
-            rate, cpu_ms = run(work, args.count, args.size, threads)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        print(
-            f"{threads:3d} threads: {rate:8,.0f} files/s, {rate * args.size / 1e6:8,.1f} MB/s "
-            f"{cpu_ms:6.2f} ms CPU per file ({args.count} x {args.size:,} bytes)"
-        )
+        for mode in ("fsync", "syncfs"):
+            work = Path(tempfile.mkdtemp(prefix="durable-", dir=args.folder))
+            shared = filesystem_sync(work) if mode == "syncfs" else None
+            try:
+                if mode == "syncfs" and shared is None:
+                    print(f"{threads:3d} threads, syncfs: not available here")
+                    continue
+                rate, cpu_ms = run(work, args.count, args.size, threads, shared)
+            finally:
+                if shared is not None:
+                    shared.close()
+                shutil.rmtree(work, ignore_errors=True)
+            print(
+                f"{threads:3d} threads, {mode:6s}: {rate:8,.0f} files/s, "
+                f"{rate * args.size / 1e6:8,.1f} MB/s {cpu_ms:6.2f} ms CPU per file "
+                f"({args.count} x {args.size:,} bytes)"
+            )
 
 
 if __name__ == "__main__":
