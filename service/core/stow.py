@@ -18,6 +18,7 @@ the PS3.18 response.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import logging
@@ -188,7 +189,9 @@ class _Part:
     async def _begin_instance(self, header_end: int) -> None:
         spool = self.spool
         assert spool is not None
-        self.ds = ds = await spool.parse(parse_header, header_end)
+        # The scanner has walked the File Meta already: the parse starts at the data set.
+        parser = functools.partial(parse_header, meta=self.scanner.file_meta)
+        self.ds = ds = await spool.parse(parser, header_end)
         self.identity = ident = self._validate(ds)
         self.owner = f"{PROCESS_TOKEN}-{next(_SEQUENCE)}"
         await self._claim(ident.study, ident.series, ident.sop)

@@ -36,7 +36,7 @@ import io
 import struct
 import tempfile
 import zlib
-from typing import IO, BinaryIO, Final, cast
+from typing import IO, BinaryIO, Final, NamedTuple, cast
 
 import msgspec
 from pydicom.datadict import dictionary_VR, private_dictionary_VR
@@ -51,6 +51,7 @@ __all__ = [
     "DEFER_SIZE",
     "DEFLATED_TRANSFER_SYNTAXES",
     "PIXEL_DATA_TAGS",
+    "FileMeta",
     "Part10Scanner",
     "PixelDataLocation",
     "ScanResult",
@@ -117,6 +118,14 @@ class PixelDataLocation(msgspec.Struct, frozen=True, kw_only=True):
     fragments: tuple[tuple[int, int], ...] = ()
     #: Encapsulated only: the Basic Offset Table entries (often empty).
     basic_offset_table: tuple[int, ...] = ()
+
+
+class FileMeta(NamedTuple):
+    """What a walk learnt of the File Meta Information."""
+
+    #: Offset where the data set (after File Meta) starts.
+    meta_end: int
+    transfer_syntax: str
 
 
 class ScanResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -608,6 +617,15 @@ class Part10Scanner:
         return self._walker.header_end
 
     @property
+    def file_meta(self) -> FileMeta | None:
+        """Where the data set starts and its transfer syntax, once the File Meta has
+        been read; :func:`parse_header` then need not walk the File Meta again."""
+        walker = self._walker
+        if walker.meta_end is None or walker.transfer_syntax is None:
+            return None
+        return FileMeta(walker.meta_end, walker.transfer_syntax)
+
+    @property
     def transfer_syntax(self) -> str | None:
         """The File Meta transfer syntax, once the File Meta has been read."""
         return self._walker.transfer_syntax if self._walker.meta_end is not None else None
@@ -787,7 +805,7 @@ def _window(file: IO[bytes], end: int) -> _Window | _Buffer:
     return file if isinstance(file, _Buffer) else _Window(file, end)
 
 
-def _read_meta(file: IO[bytes], end: int) -> _Walker:
+def _read_meta(file: IO[bytes], end: int) -> FileMeta:
     walker = _Walker(meta_only=True)
     window = _Window(file, end)
     while walker._phase != _STOPPED:
@@ -796,10 +814,17 @@ def _read_meta(file: IO[bytes], end: int) -> _Walker:
             walker.finish()
             break
         walker.feed(chunk)
-    return walker
+    # The walk stopped after the File Meta, or finish() raised.
+    assert walker.meta_end is not None
+    assert walker.transfer_syntax is not None
+    return FileMeta(walker.meta_end, walker.transfer_syntax)
 
 
-def parse_header(source: bytes | bytearray | memoryview | IO[bytes], header_end: int) -> Dataset:
+def parse_header(
+    source: bytes | bytearray | memoryview | IO[bytes],
+    header_end: int,
+    meta: FileMeta | None = None,
+) -> Dataset:
     """Parse File Meta and the data set before top-level pixel data with pydicom.
 
     Reads ``source`` (bytes, or a seekable binary file positioned anywhere; offsets
@@ -810,18 +835,20 @@ def parse_header(source: bytes | bytearray | memoryview | IO[bytes], header_end:
     syntax ``source`` is the whole file; the data set is inflated only up to its pixel
     data, through a temporary file when large.
 
+    ``meta`` is what a :class:`Part10Scanner` of the same bytes learnt of the File Meta
+    (:attr:`Part10Scanner.file_meta`); without it the File Meta is walked here.
+
     Raises ``InstanceRejected(CANNOT_UNDERSTAND)`` with pydicom's message when the
     header cannot be parsed; an ``OSError`` of the source is re-raised unchanged.
     """
     file = _as_file(source, header_end)
-    meta = _read_meta(file, header_end)
-    ts = meta.transfer_syntax or ""
+    if meta is None:
+        meta = _read_meta(file, header_end)
+    ts = meta.transfer_syntax
     if ts in DEFLATED_TRANSFER_SYNTAXES:
-        assert meta.meta_end is not None
         return _parse_deflated(file, meta.meta_end)
     window = _window(file, header_end)
     try:
-        assert meta.meta_end is not None  # the walk stopped after the File Meta
         ds = _read_walked(window, meta.meta_end, ts)
         _load_deferred_text(ds, window)
     except InstanceRejected:
