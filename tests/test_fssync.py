@@ -1,9 +1,11 @@
 """The shared syncfs: writers share rounds, never one that started before they came,
-and a failed round fails every writer that waited for it."""
+and a failed round fails every writer that waited for it. The batch committer: one
+sync for what queued meanwhile, a failing blob fails alone, close loses nothing."""
 
 from __future__ import annotations
 
 import errno
+import functools
 import threading
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.storage import fssync
-from service.storage.fssync import MIN_KERNEL, FilesystemSync
+from service.storage.fssync import MIN_KERNEL, BatchCommitter, FilesystemSync
 
 
 class _Recorder:
@@ -145,3 +147,49 @@ def test_the_real_syncfs(tmp_path: Path) -> None:
     results = _in_threads(sync, 4)
     sync.close()
     assert all(isinstance(r, float) for r in results)
+
+
+def test_a_batch_commit_fails_only_the_place_that_failed(tmp_path: Path) -> None:
+    recorder = _Recorder()
+    recorder.release.clear()  # hold the first round so the next jobs queue up together
+    committer = BatchCommitter(FilesystemSync(tmp_path, recorder), "test")
+    placed: list[int] = []
+
+    def place(n: int) -> None:
+        if n == 2:
+            raise OSError(errno.ENOSPC, "full")
+        placed.append(n)
+
+    first = committer.submit(lambda: place(0))
+    assert recorder.started.wait(5)
+    futures = [committer.submit(functools.partial(place, n)) for n in (1, 2, 3)]
+    recorder.release.set()
+    first.result(5)
+    assert futures[0].result(5) is None
+    assert futures[2].result(5) is None
+    error = futures[1].exception(5)
+    assert isinstance(error, OSError)
+    assert error.errno == errno.ENOSPC
+    assert placed == [0, 1, 3]
+    assert len(recorder.calls) == 2  # the first job's round, then one for the batch
+    committer.close()
+
+
+def test_a_failed_sync_fails_every_placed_blob_of_its_batch(tmp_path: Path) -> None:
+    committer = BatchCommitter(FilesystemSync(tmp_path, _Recorder(fail=frozenset({1}))), "t")
+    future = committer.submit(lambda: None)
+    error = future.exception(5)
+    assert isinstance(error, OSError)
+    assert error.errno == errno.EIO
+    assert committer.submit(lambda: None).result(5) is None  # the next batch goes on
+    committer.close()
+
+
+def test_close_finishes_what_is_queued_and_refuses_more(tmp_path: Path) -> None:
+    recorder = _Recorder(seconds=0.02)
+    committer = BatchCommitter(FilesystemSync(tmp_path, recorder), "test")
+    futures = [committer.submit(lambda: None) for _ in range(5)]
+    committer.close()
+    assert all(f.done() and f.exception() is None for f in futures)
+    with pytest.raises(RuntimeError, match="closed"):
+        committer.submit(lambda: None)

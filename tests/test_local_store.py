@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from service.storage import local
@@ -263,9 +265,86 @@ async def test_a_failed_syncfs_fails_the_commit_and_the_store_goes_on(
     with pytest.raises(OSError) as raised:
         await writer.commit()
     assert raised.value.errno == errno.EIO  # the caller does not commit its index row
+    assert (store.root / "a" / "lost.dcm").exists()  # in place, but not durable
+    await writer.abort()  # what the store path does with a failed commit
+    assert not (store.root / "a" / "lost.dcm").exists()
     monkeypatch.undo()
     writer = await store.open_writer("a/kept.dcm")
     await writer.write(b"kept")
     await writer.commit()
     assert await _read(store, "a/kept.dcm") == b"kept"
     await store.close()
+
+
+def _slow_rounds(store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Make each shared syncfs of ``store`` take 20 ms; the list gets one entry a round."""
+    shared = store._shared
+    assert shared is not None
+    rounds: list[float] = []
+    real_syncfs = shared._syncfs
+
+    def slow(fd: int) -> None:
+        time.sleep(0.02)
+        real_syncfs(fd)
+        rounds.append(time.monotonic())
+
+    monkeypatch.setattr(shared, "_syncfs", slow)
+    return rounds
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="needs Linux 5.8+ syncfs")
+async def test_concurrent_commits_are_placed_in_batches_and_share_a_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    rounds = _slow_rounds(store, monkeypatch)
+
+    async def store_one(n: int) -> None:
+        writer = await store.open_writer(f"s/{n % 3}/{n}.dcm")
+        await writer.write(b"%d" % n)
+        await writer.commit()
+
+    async with anyio.create_task_group() as tasks:
+        for n in range(40):
+            tasks.start_soon(store_one, n)
+    # The first commit's round, then one or two for all that queued meanwhile.
+    assert 1 <= len(rounds) <= 3
+    for n in range(40):
+        assert await _read(store, f"s/{n % 3}/{n}.dcm") == b"%d" % n
+    await store.close()
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="needs Linux 5.8+ syncfs")
+async def test_a_cancelled_commit_still_waits_until_its_blob_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    rounds = _slow_rounds(store, monkeypatch)
+    writer = await store.open_writer("a/one.dcm")
+    await writer.write(b"one")
+    returned: list[float] = []
+
+    async def commit() -> None:
+        try:
+            await writer.commit()
+        finally:
+            returned.append(time.monotonic())
+
+    with anyio.move_on_after(0.005):  # cancelled while its round runs
+        await commit()
+    assert rounds and returned[0] >= rounds[0]  # it returned only after its sync
+    assert await _read(store, "a/one.dcm") == b"one"
+    await store.close()
+
+
+@pytest.mark.skipif(not syncfs_available(), reason="needs Linux 5.8+ syncfs")
+async def test_a_commit_after_the_store_closed_fails_rather_than_hangs(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.open()
+    writer = await store.open_writer("a/late.dcm")
+    await writer.write(b"late")
+    await store.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await writer.commit()

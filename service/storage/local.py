@@ -2,20 +2,23 @@
 
 A blob is written to a temporary file beside its final name (``.NAME.part`` in the same
 folder; blob keys never start with a dot), then ``os.replace``d into place, and made
-durable before ``commit`` returns. On Linux 5.8+ one ``syncfs`` shared by every blob
-committed meanwhile does that (``fssync.py``); elsewhere the file is fsynced before its
-rename and its folder after it, so a crash leaves the old blob or the new one.
+durable before ``commit`` returns. On Linux 5.8+ one thread (``fssync.BatchCommitter``)
+puts in place every blob committed while it worked, then one ``syncfs`` makes them all
+durable; elsewhere each commit runs in a worker thread of its own, which fsyncs the
+file before its rename and its folder after it, so a crash leaves the old blob or the
+new one.
 
 With ``syncfs`` a crash before ``commit`` returns can leave a partial file under the
 new name. That is safe because of how the store path uses keys: it never writes to a
 key that a committed index row names (a replacement goes to a new key), the row is
 written only after ``commit`` returns, and start-up recovery deletes the blob of an
-upload whose claim was left behind.
+upload whose claim was left behind. A ``syncfs`` that fails fails the commit, and the
+writer's ``abort`` removes the file it had put in place.
 
 Renaming within one folder is the cheapest durable commit the filesystem has: a shared
 temporary folder made every upload contend on that one directory, and cost small
 instances about a third more CPU (``bench/durable_writes.py``). All file I/O runs in
-worker threads so the event loop keeps serving.
+threads so the event loop keeps serving.
 
 Several processes may share one store (the HTTP service, its workers, the DIMSE
 sidecar). Each writer holds an ``flock`` on its temporary file until the rename, so a
@@ -26,8 +29,10 @@ locks): by the next write or delete of the same key, or, for the fallback folder
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -38,7 +43,7 @@ import anyio.to_thread
 from service import offload
 from service.errors import BackendUnavailable
 from service.storage.base import BlobNotFound, BlobStore, BlobWriter, check_key
-from service.storage.fssync import FilesystemSync, filesystem_sync
+from service.storage.fssync import BatchCommitter, FilesystemSync, filesystem_sync
 
 __all__ = ["LocalBlobStore"]
 
@@ -97,22 +102,27 @@ def _make_dirs(path: Path, durable: bool = True) -> None:
 class _LocalWriter(BlobWriter):
     """The temporary file is created with the first buffer that goes to disk, so a blob
     smaller than :data:`WRITE_BUFFER` (most instances of a small modality) is created,
-    written, renamed into place and made durable in a single thread hop at commit. A
-    writer that is not ``durable`` skips the syncs, and nothing else."""
+    written and put in place in one step at commit: in the store's batch committer
+    (then one shared syncfs makes it durable), or in a worker thread of its own, with
+    an fsync of the file and of its folder. A writer that is not ``durable`` skips the
+    syncs, and nothing else."""
 
     def __init__(
-        self, final: Path, tmp_dir: Path, durable: bool, shared: FilesystemSync | None
+        self, final: Path, tmp_dir: Path, durable: bool, committer: BatchCommitter | None
     ) -> None:
         self._final = final
         self._tmp_dir = tmp_dir
-        # The store's shared syncfs: then nothing is fsynced one by one.
-        self._shared = shared if durable else None
+        self._committer = committer if durable else None
         # Whether each file and folder is fsynced itself.
-        self._fsync = durable and shared is None
+        self._fsync = durable and committer is None
         self._tmp: Path | None = None
         # A raw descriptor: a Python file object would cost an fstat and an object,
         # and every system call here is a release and retake of the GIL.
         self._fd: int | None = None
+        self._inode = 0
+        # The file this writer renamed into place, until it is known durable: a commit
+        # that fails after the rename removes it (see abort).
+        self._placed: Path | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._closed = False
@@ -134,11 +144,13 @@ class _LocalWriter(BlobWriter):
             fcntl.flock(fd, fcntl.LOCK_EX)
             # Another process may have taken the file for abandoned between its
             # creation and our lock, and unlinked it: then start again.
-            if os.fstat(fd).st_nlink:
+            status = os.fstat(fd)
+            if status.st_nlink:
                 break
             os.close(fd)
         self._tmp = Path(name)
         self._fd = fd
+        self._inode = status.st_ino
         return fd
 
     def _write_sync(self, chunks: list[bytes]) -> int:
@@ -160,9 +172,24 @@ class _LocalWriter(BlobWriter):
             raise RuntimeError("commit after commit or abort")
         self._closed = True
         chunks, self._pending, self._pending_size = self._pending, [], 0
-        await anyio.to_thread.run_sync(self._commit_sync, chunks)
+        if self._committer is None:
+            await anyio.to_thread.run_sync(self._commit_sync, chunks)
+            return
+        future = self._committer.submit(functools.partial(self._place, chunks))
+        # The caller must know whether the blob is durable, cancelled or not.
+        with anyio.CancelScope(shield=True):
+            await asyncio.wrap_future(future)
+        self._placed = None
 
     def _commit_sync(self, chunks: list[bytes]) -> None:
+        self._place(chunks)
+        if self._fsync:
+            _fsync_dir(self._final.parent)
+        self._placed = None
+
+    def _place(self, chunks: list[bytes]) -> None:
+        """Write what is pending and rename the file into place (fsynced first when
+        each file is synced by itself)."""
         fd = self._write_sync(chunks)
         self._fd = None
         assert self._tmp is not None
@@ -178,17 +205,14 @@ class _LocalWriter(BlobWriter):
                 _make_dirs(self._final.parent, self._fsync)
                 os.replace(self._tmp, self._final)
             self._tmp = None  # its name may be a new writer's from now on
+            self._placed = self._final
         finally:
             os.close(fd)
-        if self._shared is not None:
-            self._shared.wait()  # the data, the new name and any new folder at once
-        elif self._fsync:
-            _fsync_dir(self._final.parent)
 
     async def abort(self) -> None:
         self._closed = True
         self._pending = []
-        if self._fd is not None or self._tmp is not None:
+        if self._fd is not None or self._tmp is not None or self._placed is not None:
             await anyio.to_thread.run_sync(self._abort_sync)
 
     def _abort_sync(self) -> None:
@@ -198,6 +222,13 @@ class _LocalWriter(BlobWriter):
         tmp, self._tmp = self._tmp, None
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+        placed, self._placed = self._placed, None
+        if placed is not None:
+            # In place but not made durable (the sync failed): remove it, unless a
+            # later writer of the key has replaced it since.
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(placed).st_ino == self._inode:
+                    placed.unlink()
 
 
 def _beside(final: Path) -> Path:
@@ -238,6 +269,7 @@ class LocalBlobStore(BlobStore):
         self._tmp = self.root / ".tmp"
         self._shared_sync = shared_sync
         self._shared: FilesystemSync | None = None
+        self._committer: BatchCommitter | None = None
 
     @classmethod
     def from_url(cls, url: str) -> LocalBlobStore:
@@ -255,10 +287,15 @@ class LocalBlobStore(BlobStore):
                 _remove_if_abandoned(leftover)
             if self._shared_sync and self._shared is None:
                 self._shared = filesystem_sync(self.root)
+                if self._shared is not None:
+                    self._committer = BatchCommitter(self._shared, str(self.root))
 
         await anyio.to_thread.run_sync(prepare)
 
     async def close(self) -> None:
+        committer, self._committer = self._committer, None
+        if committer is not None:
+            await anyio.to_thread.run_sync(committer.close)
         shared, self._shared = self._shared, None
         if shared is not None:
             shared.close()
@@ -267,7 +304,7 @@ class LocalBlobStore(BlobStore):
         return self.root / check_key(key)
 
     async def open_writer(self, key: str, *, durable: bool = True) -> BlobWriter:
-        return _LocalWriter(self._path(key), self._tmp, durable, self._shared)
+        return _LocalWriter(self._path(key), self._tmp, durable, self._committer)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         path = self._path(key)
