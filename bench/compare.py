@@ -373,13 +373,16 @@ def report(
         table.row(label, "", _num(stow_mb), share, "≥ 0.60", share >= 0.6)
     rss = f"{peak_rss / 1024**2:,.0f} MiB"
     table.row("service peak RSS", "", rss, None, "< 300 MiB", peak_rss < 300 * 1024**2)
-    mismatches = sum(
-        int(pick(r, f"{phase}.mismatches") or 0)
-        for r in theirs + mine
-        for phase in ("stow", "qido", "wado")
-    )
-    table.row("mismatches, all runs", "", str(mismatches), None, "0", mismatches == 0)
+    # Each server's own: the target is ours, and Orthanc's wrong answers (it has failed
+    # a few STOW parts under load) say nothing about our service.
+    wrong = _mismatches(mine)
+    table.row("mismatches, all runs", str(_mismatches(theirs)), str(wrong), None, "0", wrong == 0)
     return table
+
+
+def _mismatches(results: list[dict[str, Any]]) -> int:
+    phases = ("stow", "qido", "wado")
+    return sum(int(pick(r, f"{phase}.mismatches") or 0) for r in results for phase in phases)
 
 
 def main() -> int:
