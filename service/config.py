@@ -84,6 +84,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     max_request_bytes: Annotated[
         int, _doc("Largest STOW-RS request body accepted, in bytes."), msgspec.Meta(gt=0)
     ] = 4 * 1024**3
+    local_sync: Annotated[
+        Literal["auto", "fsync"],
+        _doc(
+            "How local-file storage makes a blob durable before acknowledging it: "
+            "'auto' commits blobs in batches with one shared syncfs where that is "
+            "trustworthy (Linux 5.8+, ext4/xfs/btrfs/f2fs/zfs/tmpfs), else fsyncs each "
+            "file and folder; 'fsync' always fsyncs each file and folder."
+        ),
+    ] = "auto"
     header_memory_bytes: Annotated[
         int,
         _doc(

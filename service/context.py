@@ -51,7 +51,7 @@ class Services(msgspec.Struct, kw_only=True):
 async def _open_storage(settings: Settings) -> BlobStore:
     url = settings.storage_url
     if url.startswith("file://"):
-        store = LocalBlobStore.from_url(url)
+        store = LocalBlobStore.from_url(url, shared_sync=settings.local_sync == "auto")
         await store.open()
         return store
     if url.startswith("s3://"):

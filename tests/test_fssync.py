@@ -193,3 +193,36 @@ def test_close_finishes_what_is_queued_and_refuses_more(tmp_path: Path) -> None:
     assert all(f.done() and f.exception() is None for f in futures)
     with pytest.raises(RuntimeError, match="closed"):
         committer.submit(lambda: None)
+
+
+_MOUNTINFO = """\
+22 1 8:1 / / rw,relatime - ext4 /dev/vda rw
+30 22 0:40 / /mnt/my\\040data rw,nosuid - fuse.sshfs host:/ rw
+31 22 0:41 / /mnt rw - nfs4 srv:/export rw
+32 22 0:42 / /srv/blobs rw - xfs /dev/vdb rw
+33 22 0:43 / /srv/blobs rw - tmpfs tmpfs rw
+"""
+
+
+def test_the_filesystem_of_a_folder_is_its_deepest_mount() -> None:
+    def kind(path: str) -> str | None:
+        return fssync.filesystem_type(Path(path), _MOUNTINFO)
+
+    assert kind("/mnt/my data/blobs") == "fuse.sshfs"  # an escaped space
+    assert kind("/mnt/other") == "nfs4"
+    assert kind("/mnt") == "nfs4"
+    assert kind("/mntx") == "ext4"  # a prefix of the name is not a parent folder
+    assert kind("/srv/blobs/a") == "tmpfs"  # the later mount on the same point is on top
+    assert fssync.filesystem_type(Path("/x"), "garbage\n") is None
+
+
+def test_syncfs_is_not_trusted_on_other_filesystems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fssync, "filesystem_type", lambda folder: "fuse.sshfs")
+    assert fssync.filesystem_sync(tmp_path) is None
+    monkeypatch.setattr(fssync, "filesystem_type", lambda folder: "ext4")
+    sync = fssync.filesystem_sync(tmp_path)
+    assert (sync is not None) == fssync.syncfs_available()
+    if sync is not None:
+        sync.close()

@@ -12,7 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from service.storage import local
+from service.config import ConfigError, load_settings
+from service.context import _open_storage
+from service.storage import fssync, local
 from service.storage.fssync import syncfs_available
 from service.storage.local import LocalBlobStore
 
@@ -348,3 +350,23 @@ async def test_a_commit_after_the_store_closed_fails_rather_than_hangs(tmp_path:
     await store.close()
     with pytest.raises(RuntimeError, match="closed"):
         await writer.commit()
+
+
+async def test_the_setting_chooses_how_blobs_are_made_durable(tmp_path: Path) -> None:
+    for value, batched in (("fsync", False), ("auto", True)):
+        settings = load_settings(
+            {"DICOMWEB_DATA_DIR": str(tmp_path / value), "DICOMWEB_LOCAL_SYNC": value}
+        )
+        store = await _open_storage(settings)
+        assert isinstance(store, LocalBlobStore)
+        trusted = syncfs_available() and fssync.filesystem_type(store.root) in (
+            fssync.TRUSTED_FILESYSTEMS
+        )
+        assert store.batched == (batched and trusted)
+        writer = await store.open_writer("a/one.dcm")
+        await writer.write(b"one")
+        await writer.commit()
+        assert await _read(store, "a/one.dcm") == b"one"
+        await store.close()
+    with pytest.raises(ConfigError, match="local_sync"):
+        load_settings({"DICOMWEB_LOCAL_SYNC": "never"})

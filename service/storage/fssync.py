@@ -19,9 +19,11 @@ trade the GIL with the event loop at every system call, among dozens of threads.
 :class:`BatchCommitter`'s single thread takes every commit queued while it worked,
 places them one after the other, and waits for one ``syncfs``.
 
-Only on Linux 5.8 and later: older kernels' ``syncfs`` returns success even when a
-write-back failed, where ``fsync`` would have reported it. Elsewhere
-:func:`filesystem_sync` returns None and the store fsyncs each file.
+Only on Linux 5.8 and later (older kernels' ``syncfs`` returns success even when a
+write-back failed, where ``fsync`` would have reported it), and only on the local
+filesystems in :data:`TRUSTED_FILESYSTEMS`: on a FUSE mount, for one, ``syncfs`` may
+return without the filesystem's server having stored anything, where ``fsync`` asks it
+to. Elsewhere :func:`filesystem_sync` returns None and the store fsyncs each file.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["BatchCommitter", "FilesystemSync", "filesystem_sync", "syncfs_available"]
+__all__ = [
+    "BatchCommitter",
+    "FilesystemSync",
+    "filesystem_sync",
+    "filesystem_type",
+    "syncfs_available",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,10 @@ MAX_BATCH = 64
 
 #: The first kernel whose syncfs reports write-back errors (commit 735e4ae5ba28).
 MIN_KERNEL = (5, 8)
+#: Filesystems whose syncfs writes back every file's data and commits their metadata
+#: (a journal or transaction commit). tmpfs keeps nothing across a crash either way.
+TRUSTED_FILESYSTEMS = frozenset({"ext3", "ext4", "xfs", "btrfs", "f2fs", "zfs", "tmpfs"})
+MOUNTINFO = Path("/proc/self/mountinfo")
 
 
 def _kernel(release: str) -> tuple[int, int]:
@@ -138,10 +150,35 @@ class FilesystemSync:
         os.close(self._fd)
 
 
+def filesystem_type(folder: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem ``folder`` is on, from ``/proc/self/mountinfo``
+    (``mountinfo``: its text, for tests); None when it cannot be told."""
+    if mountinfo is None:
+        try:
+            mountinfo = MOUNTINFO.read_text()
+        except OSError:
+            return None
+    path = os.path.realpath(folder)
+    best, kind = "", None
+    for line in mountinfo.splitlines():
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split(" ")
+        if len(parts) < 5 or not rest:
+            continue
+        # Spaces and the like in a mount point are octal escapes (\040).
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), parts[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the last of equal mounts is on top
+            best, kind = point, rest.split(" ")[0]
+    return kind
+
+
 def filesystem_sync(folder: Path) -> FilesystemSync | None:
     """A :class:`FilesystemSync` for ``folder``, or None where ``syncfs`` cannot be
     trusted (see the module docstring)."""
-    return FilesystemSync(folder, _SYNCFS) if _SYNCFS is not None else None
+    if _SYNCFS is None or filesystem_type(folder) not in TRUSTED_FILESYSTEMS:
+        return None
+    return FilesystemSync(folder, _SYNCFS)
 
 
 _Job = tuple[Callable[[], None], "concurrent.futures.Future[None]"]

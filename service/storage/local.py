@@ -260,8 +260,9 @@ def _remove_if_abandoned(path: Path) -> bool:
 class LocalBlobStore(BlobStore):
     """Blobs as files under ``root``; keys are relative paths.
 
-    ``shared_sync``: make blobs durable with one shared ``syncfs`` (True: where the
-    system allows, the default) or with an fsync per file and folder (False).
+    ``shared_sync``: commit blobs in batches made durable by one shared ``syncfs``
+    (True: where ``fssync.filesystem_sync`` trusts it, the default) or fsync each
+    file and folder (False; ``DICOMWEB_LOCAL_SYNC=fsync``).
     """
 
     def __init__(self, root: str | Path, *, shared_sync: bool = True) -> None:
@@ -272,10 +273,15 @@ class LocalBlobStore(BlobStore):
         self._committer: BatchCommitter | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> LocalBlobStore:
+    def from_url(cls, url: str, *, shared_sync: bool = True) -> LocalBlobStore:
         if not url.startswith("file://"):
             raise ValueError(f"not a file:// URL: {url!r}")
-        return cls(url[len("file://") :])
+        return cls(url[len("file://") :], shared_sync=shared_sync)
+
+    @property
+    def batched(self) -> bool:
+        """Whether commits go through the batch committer and a shared syncfs."""
+        return self._committer is not None
 
     async def open(self) -> None:
         """Create the folders and drop temporary files left by a crash (not those a
