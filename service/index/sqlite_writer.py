@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from service.batching import take_batch
 from service.errors import BackendUnavailable
 
 __all__ = ["GroupCommit"]
@@ -74,16 +75,7 @@ class GroupCommit:
             # joins this batch.
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        job = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if job is None:
-                        stopping = True
-                        break
-                    batch.append(job)
+                batch, stopping = take_batch(self._queue, first, MAX_BATCH)
                 failure: sqlite3.Error | None = None
                 try:
                     conn = conn or self._connect()

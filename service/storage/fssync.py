@@ -40,6 +40,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from service.batching import take_batch
+
 __all__ = [
     "BatchCommitter",
     "FilesystemSync",
@@ -226,16 +228,7 @@ class BatchCommitter:
             first = self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                batch.append(job)
+            batch, stopping = take_batch(self._queue, first, MAX_BATCH)
             try:
                 self._commit(batch)
             except BaseException as exc:  # never leave a caller waiting forever
