@@ -510,6 +510,18 @@ def test_truncated_pixel_data_messages() -> None:
     assert "truncated: Basic Offset Table" in rejected(jpeg[: len(jpeg) - len(pixel) + 22])
 
 
+def test_truncated_values_name_their_element() -> None:
+    # The element is named only when a value turns out cut short (see _skip_value).
+    seq = undefined(0x00081140, b"SQ") + item(explicit(0x00081150, b"UI", b"1.2.3.4"))
+    message = rejected(part10(small_dataset(), tail=seq)[:-3])
+    assert message.startswith("truncated: item of sequence (0008,1140) at offset")
+    full = part10(small_dataset())
+    at = full.index(b"\x02\x00\x12\x00UI")  # Implementation Class UID, in the File Meta
+    message = rejected(full[: at + 10])
+    assert message.startswith("truncated: value of File Meta element (0002,0012) at offset")
+    assert rejected(full[:-2]).startswith("truncated: value of (0028,0011)")  # Columns
+
+
 def test_structural_errors() -> None:
     # Something other than an item inside encapsulated pixel data.
     bad = undefined(0x7FE00010, b"OB") + item(b"") + explicit(0x00080016, b"UI", b"12")

@@ -195,6 +195,7 @@ class _Walker:
         self._need = 132
         self._skip = 0  # value bytes still to skip
         self._skip_what = ""
+        self._skip_tag = -1
         self._skip_start = 0
         self._skip_length = 0
         self._value_len = 0
@@ -386,9 +387,7 @@ class _Walker:
             self._value_len = length
             self._value_start = base + i + header
         else:
-            self._skip_value(
-                length, f"value of File Meta element {_tag_str(tag)}", base + i + header
-            )
+            self._skip_value(length, "value of File Meta element", base + i + header, tag)
         return header
 
     def _end_meta(self, *, at_end: bool = False) -> None:
@@ -432,9 +431,12 @@ class _Walker:
 
     # -- data set --------------------------------------------------------------------
 
-    def _skip_value(self, length: int, what: str, start: int) -> None:
+    def _skip_value(self, length: int, what: str, start: int, tag: int = -1) -> None:
+        # The tag is formatted into the message only if the value turns out truncated:
+        # formatting it for every element took 30 % of the scan of a 1 KB instance.
         self._skip = length
         self._skip_what = what
+        self._skip_tag = tag
         self._skip_start = start
         self._skip_length = length
 
@@ -459,8 +461,7 @@ class _Walker:
                 raise _reject(f"sequences nested more than {MAX_DEPTH} deep at offset {start}")
             self._stack.append(_Frame(_SEQ_FRAME, implicit, tag, start, pixel))
             return
-        what = "Pixel Data" if pixel else "value"
-        self._skip_value(length, f"{what} of {_tag_str(tag)}", start + header)
+        self._skip_value(length, "Pixel Data of" if pixel else "value of", start + header, tag)
 
     def _sequence_item(
         self, buf: bytes | bytearray | memoryview, i: int, base: int, frame: _Frame
@@ -501,7 +502,7 @@ class _Walker:
                     _Frame(_ITEM_FRAME, True if frame.implicit else None, frame.tag, start)
                 )
             else:
-                self._skip_value(length, f"item of sequence {_tag_str(frame.tag)}", start + 8)
+                self._skip_value(length, "item of sequence", start + 8, frame.tag)
             return
         if tag == _SEQ_DELIM:
             self._stack.pop()
@@ -538,8 +539,11 @@ class _Walker:
             )
         if self._skip:
             got = self.size - self._skip_start
+            what = self._skip_what
+            if self._skip_tag >= 0:
+                what += " " + _tag_str(self._skip_tag)
             raise _reject(
-                f"truncated: {self._skip_what} at offset {self._skip_start} expected "
+                f"truncated: {what} at offset {self._skip_start} expected "
                 f"{self._skip_length} bytes, got {got}"
             )
         if self._carry:
