@@ -49,7 +49,6 @@ SERIES_TAGS = _COMMON | {
     "00400275",  # RequestAttributesSequence
 }
 
-_decoder = msgspec.json.Decoder(dict[str, Any])
 # Filtering keeps the instance document's tag order, which is already ascending.
 _encoder = msgspec.json.Encoder()
 
@@ -58,9 +57,10 @@ def _is_study_tag(tag: str) -> bool:
     return tag in STUDY_TAGS or tag.startswith("0010")
 
 
-def level_documents(metadata: bytes) -> tuple[bytes, bytes]:
-    """(study document, series document) from an instance's DICOM JSON object."""
-    instance = _decoder.decode(metadata)
+def level_documents(instance: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(study document, series document) from an instance's DICOM JSON object
+    (:func:`~service.dicom.dicomjson.instance_object`), before it is encoded: the
+    documents keep the instance's values exactly as its metadata writes them."""
     study = {k: v for k, v in instance.items() if _is_study_tag(k) and "BulkDataURI" not in v}
     series = {k: v for k, v in instance.items() if k in SERIES_TAGS and "BulkDataURI" not in v}
     return _encoder.encode(study), _encoder.encode(series)

@@ -38,7 +38,7 @@ from service.core.keys import instance_key
 from service.core.levels import level_documents
 from service.core.spool import HeaderSpool
 from service.dicom import reasons
-from service.dicom.dicomjson import element_text, index_attributes, instance_json
+from service.dicom.dicomjson import element_text, index_attributes, instance_object
 from service.dicom.frames import Layout, frame_table
 from service.dicom.part10 import Part10Scanner, ScanResult, parse_header
 from service.dicom.preamble import PREFIX, PREFIX_LENGTH, missing_preamble
@@ -396,8 +396,9 @@ def _describe(ds: Dataset, scan: ScanResult) -> _Description:
         layout = msgspec.json.encode(Layout(**fields, frames=table))
     # A deflated instance's pixel data is found in the inflated data set (part10).
     pixel = scan.pixel_data or getattr(ds, "deflated_pixel_data", None)
-    metadata = instance_json(ds, pixel)
-    study_document, series_document = level_documents(metadata)
+    instance = instance_object(ds, pixel)
+    metadata = msgspec.json.encode(instance)
+    study_document, series_document = level_documents(instance)
     return _Description(metadata, attributes, layout, study_document, series_document)
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "element_text",
     "index_attributes",
     "instance_json",
+    "instance_object",
 ]
 
 #: Stands for the instance's base URL in stored JSON; substituted when served.
@@ -166,6 +167,16 @@ def instance_json(
     ds: Dataset, pixel: PixelDataLocation | None, *, inline_binary_max: int = 1024
 ) -> bytes:
     """The instance's DICOM JSON object without File Meta; see the module docstring."""
+    return msgspec.json.encode(instance_object(ds, pixel, inline_binary_max=inline_binary_max))
+
+
+def instance_object(
+    ds: Dataset, pixel: PixelDataLocation | None, *, inline_binary_max: int = 1024
+) -> dict[str, Any]:
+    """What :func:`instance_json` encodes: element objects by tag, in tag order.
+
+    Numbers whose digits are kept are ``msgspec.Raw``; encode with msgspec.
+    """
     encoder = _Encoder(inline_binary_max)
     ctx = encoder.context(ds, _DEFAULT_ENCODINGS, 0, _little_endian(ds), "")
     skip = {pixel.tag} if pixel is not None else set()
@@ -174,7 +185,7 @@ def instance_json(
         key = f"{pixel.tag:08X}"
         obj[key] = {"vr": pixel.vr, "BulkDataURI": f"{BULK_PLACEHOLDER}/bulkdata/{key}"}
         obj = dict(sorted(obj.items()))
-    return msgspec.json.encode(obj)
+    return obj
 
 
 def index_attributes(ds: Dataset) -> dict[str, str]:
