@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -23,6 +24,7 @@ from service.dicom.dicomjson import (
     element_text,
     index_attributes,
     instance_json,
+    instance_object,
 )
 from service.dicom.frames import int_value
 from service.dicom.part10 import PixelDataLocation, ScanResult, parse_header
@@ -155,6 +157,19 @@ def test_agrees_with_pydicom_to_json_dict(name: str) -> None:
     # pydicom's InlineBinary keeps big endian byte order for OW and the like; ours is LE.
     _compare(ours, theirs, "", diffs, swapped=result.transfer_syntax == ExplicitVRBigEndian)
     assert diffs == []
+
+
+def test_one_walk_gives_the_json_and_the_index_attributes() -> None:
+    """instance_object(index=...) is instance_json plus index_attributes, over every
+    bundled file (ingest takes both from one walk)."""
+    for name in dicom_files():
+        if name.split("/")[-1] in BROKEN:
+            continue
+        ds, result = load(name)
+        expected = instance_json(ds, result.pixel_data), index_attributes(ds)
+        found: dict[str, str] = {}
+        obj = instance_object(ds, result.pixel_data, index=found)
+        assert (msgspec.json.encode(obj), found) == expected, name
 
 
 def test_raw_and_converted_elements_give_the_same_json() -> None:

@@ -38,7 +38,7 @@ from service.core.keys import instance_key
 from service.core.levels import level_documents
 from service.core.spool import HeaderSpool
 from service.dicom import reasons
-from service.dicom.dicomjson import element_text, index_attributes, instance_object
+from service.dicom.dicomjson import element_text, instance_object
 from service.dicom.frames import Layout, frame_table
 from service.dicom.part10 import Part10Scanner, ScanResult, parse_header
 from service.dicom.preamble import PREFIX, PREFIX_LENGTH, missing_preamble
@@ -387,16 +387,16 @@ class _Description(NamedTuple):
 
 def _describe(ds: Dataset, scan: ScanResult) -> _Description:
     """What ingest computes for search and retrieval (blocking: runs in a thread)."""
-    attributes = index_attributes(ds)
+    attributes: dict[str, str] = {}
+    # A deflated instance's pixel data is found in the inflated data set (part10).
+    pixel = scan.pixel_data or getattr(ds, "deflated_pixel_data", None)
+    instance = instance_object(ds, pixel, index=attributes)
     attributes["TransferSyntaxUID"] = scan.transfer_syntax
     layout = b""
     if scan.pixel_data is not None:
         table = frame_table(ds, scan.pixel_data, scan.transfer_syntax)
         fields = msgspec.structs.asdict(scan.pixel_data)
         layout = msgspec.json.encode(Layout(**fields, frames=table))
-    # A deflated instance's pixel data is found in the inflated data set (part10).
-    pixel = scan.pixel_data or getattr(ds, "deflated_pixel_data", None)
-    instance = instance_object(ds, pixel)
     metadata = msgspec.json.encode(instance)
     study_document, series_document = level_documents(instance)
     return _Description(metadata, attributes, layout, study_document, series_document)
