@@ -443,6 +443,10 @@ class _Encoder:
                 return self.bulk(vr, tag, ctx) if vr in _BINARY else {"vr": vr}
         if not value:
             return {"vr": vr}
+        if vr in _ASCII and b"\\" not in value:
+            # One value of a plain ASCII VR (a UID, a code, a date): the commonest case.
+            text = value.decode("latin-1").strip("\0 ")
+            return {"vr": vr, "Value": [text]} if text else {"vr": vr}
         if vr in _BINARY:
             return self.binary(vr, value, little, tag, ctx)
         if vr == "PN":
@@ -541,7 +545,7 @@ class _Encoder:
 
 
 def _with_values(vr: str, values: list[Any]) -> _Json:
-    if all(v is None for v in values):
+    if values.count(None) == len(values):  # all empty (no value compares equal to None)
         return {"vr": vr}
     return {"vr": vr, "Value": values}
 
@@ -612,6 +616,8 @@ def _element_index_text(source: Dataset, elem: DataElement | RawDataElement, ctx
             return text.rstrip("\0 =")  # drop empty trailing component groups
         if vr in _CHARSET_SINGLE:
             return text.rstrip("\0 ")
+        if "\\" not in text:
+            return text.strip("\0 ")
         parts = [v.strip("\0 ") for v in text.split("\\")]
         return "\\".join(parts) if any(parts) else ""
     value = elem.value
