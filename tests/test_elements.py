@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 import struct
 import warnings
 
@@ -10,7 +11,7 @@ import pytest
 from pydicom.filereader import read_dataset
 
 from service.dicom.elements import read_elements
-from service.dicom.part10 import DEFER_SIZE, Part10Scanner
+from service.dicom.part10 import DEFER_SIZE, Part10Scanner, _charset
 from tests.test_part10 import BROKEN, DEFLATED, dicom_files, read
 
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
@@ -135,3 +136,74 @@ def test_implicit_vr() -> None:
     assert list(map(tuple, elements.values())) == pydicom_elements(
         data, 0, len(data), implicit=True
     )
+
+
+LONG_VRS = (
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+)
+SHORT_VRS = (b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT")
+SHORT_VRS += (b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US")
+
+
+def random_stream(rng: random.Random, *, implicit: bool) -> bytes:
+    """Elements with random tags, VRs and lengths, now and then something pydicom must
+    decide (a bad VR, an undefined length, a cut-off end)."""
+    out = b""
+    for _ in range(rng.randint(0, 12)):
+        group = rng.choice((0x0008, 0x0010, 0x0011, 0x0020, 0x0028, 0x7FE0, 0xFFFE))
+        number = rng.choice((0x0000, 0x0005, 0x0010, 0x1010, 0xE00D, rng.randrange(0x10000)))
+        size = rng.choice((0, 1, 2, 4, 7, 64, DEFER_SIZE + 1))
+        if rng.random() < 0.03:
+            size = 0xFFFFFFFF
+        value = bytes(rng.randrange(256) for _ in range(min(size, 80))) + b"\0" * max(
+            0, min(size, DEFER_SIZE + 1) - 80
+        )
+        if implicit:
+            out += struct.pack("<HHL", group, number, size) + value
+            continue
+        vr = rng.choice(LONG_VRS + SHORT_VRS + (b"XY", b"\x00\x01"))
+        if vr in LONG_VRS:
+            out += struct.pack("<HH2s2xL", group, number, vr, size) + value
+        else:
+            out += struct.pack("<HH2sH", group, number, vr, size & 0xFFFF) + value[: size & 0xFFFF]
+    if out and rng.random() < 0.1:
+        out = out[: rng.randrange(len(out))]
+    return out
+
+
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_random_streams_read_as_pydicom_reads_them(implicit: bool) -> None:
+    rng = random.Random(20261206)
+    read_here = 0
+    for _ in range(400):
+        data = b"\0" * 6 + random_stream(rng, implicit=implicit)
+        found = ours(data, 6, len(data), implicit=implicit)
+        if found is None:
+            continue
+        read_here += 1
+        try:
+            expected = pydicom_elements(data, 6, len(data), implicit=implicit)
+        except Exception as exc:
+            # pydicom gives up on a Specific Character Set it cannot convert; so does
+            # parse_header with the elements read here.
+            elements = read_elements(data, 6, len(data), implicit=implicit, defer_size=DEFER_SIZE)
+            assert elements is not None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with pytest.raises(type(exc)):
+                    _charset(elements)
+            continue
+        assert found == expected, data.hex()
+    assert read_here >= 100
