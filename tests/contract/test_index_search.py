@@ -234,6 +234,22 @@ async def test_names_follow_the_latest_instance_that_has_them(index: Index) -> N
     assert await uids(index, Level.STUDY, by("PatientName", "ROE^J*")) == ["5.1"]
 
 
+async def test_the_study_document_keeps_what_any_instance_gave(index: Index) -> None:
+    """A study's document merges its instances' documents: one without the patient's
+    name, stored after one with it, keeps the name; one that repeats the document
+    exactly (the commonest case) changes nothing."""
+    await index.commit(record("7.1.1.1", "7.1", "7.1.1", PatientName="DOE^JOHN"), "w")
+    await index.commit(record("7.1.1.2", "7.1", "7.1.1", PatientID="PAT7"), "w")
+    await index.commit(record("7.1.1.3", "7.1", "7.1.1", PatientID="PAT7"), "w")
+    page = await index.search("default", Query(level=Level.STUDY, limit=10))
+    [hit] = page.hits
+    document = msgspec.json.decode(hit.study)
+    assert document["00100010"]["Value"] == [{"Alphabetic": "DOE^JOHN"}]
+    assert document["00100020"]["Value"] == ["PAT7"]
+    assert list(document) == sorted(document)
+    assert hit.study_instances == 3
+
+
 async def test_a_series_given_another_modality_changes_the_study_modalities(
     index: Index,
 ) -> None:
