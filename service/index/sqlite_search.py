@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from typing import Any
@@ -56,8 +57,12 @@ assert set(_NAME_TAGS) == set(NAME_ATTRIBUTES)
 class _Before(msgspec.Struct, frozen=True):
     """What a study or series row held before an instance's write, if it existed."""
 
-    document: dict[str, Any]
+    #: The row's document as stored (encoded).
+    stored: bytes
     modality: str | None = None
+
+    def document(self) -> dict[str, Any]:
+        return _documents.decode(self.stored)
 
 
 def _upsert(
@@ -73,30 +78,40 @@ def _upsert(
     instance count raised by ``added``, its revision advanced (see :func:`_bump`).
     One statement besides the read of the row: each statement is a round trip into
     SQLite that the writer thread makes while the other workers wait for the index."""
-    where = " AND ".join(f"{k} = ?" for k in keys)
-    extra = ", modality" if table == "series" else ""
-    found = conn.execute(
-        f"SELECT document{extra} FROM {table} WHERE {where}", list(keys.values())
-    ).fetchone()
+    select, upsert = _upsert_sql(table, tuple(keys), tuple(row))
+    found = conn.execute(select, list(keys.values())).fetchone()
     before: _Before | None = None
     if found is not None:
-        before = _Before(_documents.decode(found[0]), *found[1:])
-        merged = dict(before.document)
-        merged.update(_documents.decode(row["document"]))
-        row["document"] = _encode({tag: merged[tag] for tag in sorted(merged)})
-    names = [*keys, *row, "instance_count", "revision"]
+        before = _Before(*found)
+        # Most instances of a study or series repeat its values: then the merge would
+        # give back the same document, and decoding both is the writer's largest cost.
+        if before.stored != row["document"]:
+            merged = before.document()
+            merged.update(_documents.decode(row["document"]))
+            row["document"] = _encode({tag: merged[tag] for tag in sorted(merged)})
+    conn.execute(upsert, [*keys.values(), *row.values(), added, now])
+    return before
+
+
+@functools.cache
+def _upsert_sql(table: str, keys: tuple[str, ...], columns: tuple[str, ...]) -> tuple[str, str]:
+    """The read and the upsert :func:`_upsert` runs on a table with these key and value
+    columns (built once: a handful of shapes, written for every instance)."""
+    where = " AND ".join(f"{k} = ?" for k in keys)
+    extra = ", modality" if table == "series" else ""
+    select = f"SELECT document{extra} FROM {table} WHERE {where}"
+    names = [*keys, *columns, "instance_count", "revision"]
     updates = ", ".join(
         f"{c} = excluded.{c}" if c == "document" else f"{c} = coalesce(excluded.{c}, {c})"
-        for c in row
+        for c in columns
     )
-    conn.execute(
+    upsert = (
         f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
         f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates},"
         " instance_count = instance_count + excluded.instance_count,"
-        " revision = max(revision + 1, excluded.revision)",
-        [*keys.values(), *row.values(), added, now],
+        " revision = max(revision + 1, excluded.revision)"
     )
-    return before
+    return select, upsert
 
 
 def _refresh_study(conn: sqlite3.Connection, store: str, study: str) -> None:
@@ -187,7 +202,10 @@ def upsert_levels(
     modality = series_row["modality"]
     if series_before is None or (modality is not None and modality != series_before.modality):
         _refresh_study(conn, store, study)
+    if study_before is not None and study_before.stored == record.study_document:
+        return  # the same names as the document before: the rows are current (below)
     new_document = _documents.decode(record.study_document)
+    before_document = study_before.document() if study_before is not None else {}
     for keyword in NAME_ATTRIBUTES:
         value = attributes.get(keyword)
         if not value:
@@ -196,7 +214,7 @@ def upsert_levels(
         # are rewritten by each instance that has the name), so the same name in the
         # document before this instance means the rows are current.
         tag = _NAME_TAGS[keyword]
-        before = study_before.document.get(tag) if study_before is not None else None
+        before = before_document.get(tag)
         if before is not None and before == new_document.get(tag):
             continue
         conn.execute(
