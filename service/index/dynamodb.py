@@ -66,6 +66,8 @@ _encode = msgspec.json.Encoder().encode
 
 def _merged(old: bytes, new: bytes) -> bytes:
     """A level document updated with an instance's: missing attributes are kept."""
+    if old == new:
+        return old  # most instances repeat their study's and series' values
     merged = _documents.decode(old)
     merged.update(_documents.decode(new))
     return _encode({tag: merged[tag] for tag in sorted(merged)})
