@@ -136,12 +136,18 @@ class SqliteIndex(Index):
         return await writer.submit(fn)
 
     async def open(self) -> None:
-        def create(conn: sqlite3.Connection) -> None:
+        def create() -> None:
             # Several processes (HTTP workers, the DIMSE sidecar) may open a new index at
-            # once: one of them creates and seeds it while the others wait.
+            # once: one of them creates and seeds it while the others wait. The first
+            # connection is made under the same lock, as it switches a new file to WAL:
+            # that needs the database to itself, and SQLite answers "database is
+            # locked" at once, without waiting, while another process holds it.
             with self.path.with_name(self.path.name + ".init").open("a") as guard:
                 fcntl.flock(guard, fcntl.LOCK_EX)
-                set_up(conn)
+                try:
+                    set_up(self._connect())
+                except sqlite3.OperationalError as exc:
+                    raise BackendUnavailable(f"SQLite index {self.path}: {exc}") from exc
 
         def set_up(conn: sqlite3.Connection) -> None:
             conn.executescript(SCHEMA)
@@ -157,7 +163,7 @@ class SqliteIndex(Index):
                 _seed_statistics(conn)
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._run(create)
+        await offload.call(create)
         self._writer = GroupCommit(
             self._connect, str(self.path), str(self.path.with_name(self.path.name + ".write"))
         )
