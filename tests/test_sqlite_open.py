@@ -1,4 +1,5 @@
-"""Several processes (HTTP workers, the DIMSE sidecar) opening one new SQLite index."""
+"""Several processes (HTTP workers, the DIMSE sidecar) opening one new SQLite index or
+job queue."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
+import pytest
+
 from service.index.sqlite import SqliteIndex
+from service.jobs.sqlite import SqliteJobQueue
 
 
 def _open_and_close(path: str, barrier: Barrier, results: Queue[str]) -> None:
@@ -29,8 +33,9 @@ def _open_and_close(path: str, barrier: Barrier, results: Queue[str]) -> None:
         results.put(repr(exc))
 
 
-def test_the_first_connection_waits_for_the_opener_that_sets_the_index_up(
-    tmp_path: Path,
+@pytest.mark.parametrize("kind", [SqliteIndex, SqliteJobQueue])
+def test_the_first_connection_waits_for_the_opener_that_sets_the_file_up(
+    tmp_path: Path, kind: type[SqliteIndex | SqliteJobQueue]
 ) -> None:
     """Switching a new file to WAL needs the database to itself, and SQLite answers
     "database is locked" at once when another process is setting it up: so nothing
@@ -41,9 +46,9 @@ def test_the_first_connection_waits_for_the_opener_that_sets_the_index_up(
 
     def open_index() -> None:
         async def run() -> None:
-            index = SqliteIndex(path)
-            await index.open()
-            await index.close()
+            opened = kind(path)
+            await opened.open()
+            await opened.close()
 
         try:
             asyncio.run(run())

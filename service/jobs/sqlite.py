@@ -6,6 +6,7 @@ one process or several sharing the file) never take the same attempt of a job.
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import threading
 import time
@@ -70,12 +71,16 @@ class SqliteJobQueue(JobQueue):
     async def open(self) -> None:
         def connect() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
+            # Every worker opens the queue: one at a time, as switching a new file to
+            # WAL fails at once ("database is locked") while another process holds it.
+            with self.path.with_name(self.path.name + ".init").open("a") as guard:
+                fcntl.flock(guard, fcntl.LOCK_EX)
+                conn = sqlite3.connect(
+                    self.path, isolation_level=None, check_same_thread=False, timeout=30
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
             self._conn = conn
 
         await anyio.to_thread.run_sync(connect)
