@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sqlite3
 import time
@@ -54,14 +55,18 @@ _NAME_TAGS = {"PatientName": "00100010", "ReferringPhysicianName": "00080090"}
 assert set(_NAME_TAGS) == set(NAME_ATTRIBUTES)
 
 
-class _Before(msgspec.Struct, frozen=True):
+@dataclasses.dataclass(frozen=True)
+class _Before:
     """What a study or series row held before an instance's write, if it existed."""
 
     #: The row's document as stored (encoded).
     stored: bytes
     modality: str | None = None
 
+    @functools.cached_property
     def document(self) -> dict[str, Any]:
+        """The stored document, decoded once: the merge and the name rows both read it
+        when an instance brings a different document."""
         return _documents.decode(self.stored)
 
 
@@ -86,7 +91,7 @@ def _upsert(
         # Most instances of a study or series repeat its values: then the merge would
         # give back the same document, and decoding both is the writer's largest cost.
         if before.stored != row["document"]:
-            merged = before.document()
+            merged = dict(before.document)
             merged.update(_documents.decode(row["document"]))
             row["document"] = _encode({tag: merged[tag] for tag in sorted(merged)})
     conn.execute(upsert, [*keys.values(), *row.values(), added, now])
@@ -205,7 +210,7 @@ def upsert_levels(
     if study_before is not None and study_before.stored == record.study_document:
         return  # the same names as the document before: the rows are current (below)
     new_document = _documents.decode(record.study_document)
-    before_document = study_before.document() if study_before is not None else {}
+    before_document = study_before.document if study_before is not None else {}
     for keyword in NAME_ATTRIBUTES:
         value = attributes.get(keyword)
         if not value:
