@@ -18,16 +18,16 @@ from service.index.sqlite import SqliteIndex
 from service.jobs.sqlite import SqliteJobQueue
 
 
-def _open_and_close(path: str, barrier: Barrier, results: Queue[str]) -> None:
+async def _open_and_close(kind: type[SqliteIndex | SqliteJobQueue], path: str | Path) -> None:
+    opened = kind(path)
+    await opened.open()
+    await opened.close()
+
+
+def _open_in_process(path: str, barrier: Barrier, results: Queue[str]) -> None:
     barrier.wait()
-
-    async def run() -> None:
-        index = SqliteIndex(path)
-        await index.open()
-        await index.close()
-
     try:
-        asyncio.run(run())
+        asyncio.run(_open_and_close(SqliteIndex, path))
         results.put("ok")
     except Exception as exc:
         results.put(repr(exc))
@@ -45,13 +45,8 @@ def test_the_first_connection_waits_for_the_opener_that_sets_the_file_up(
     errors: list[BaseException] = []
 
     def open_index() -> None:
-        async def run() -> None:
-            opened = kind(path)
-            await opened.open()
-            await opened.close()
-
         try:
-            asyncio.run(run())
+            asyncio.run(_open_and_close(kind, path))
         except BaseException as exc:
             errors.append(exc)
         done.set()
@@ -76,7 +71,8 @@ def test_processes_opening_a_new_index_at_once_all_succeed(tmp_path: Path) -> No
         barrier = context.Barrier(4)
         results = context.Queue()
         processes = [
-            context.Process(target=_open_and_close, args=(path, barrier, results)) for _ in range(4)
+            context.Process(target=_open_in_process, args=(path, barrier, results))
+            for _ in range(4)
         ]
         for process in processes:
             process.start()
