@@ -149,8 +149,9 @@ async def test_warming_waits_for_a_pause_in_requests(
         await asyncio.sleep(0.3)  # long past the study's quiet time
         assert index.metadata_reads == 0  # requests are being served: not yet
         requests.serving = False
-        for _ in range(100):
-            if docs.memory.items:
+        # The warmer caches the study's documents one after the other: wait for all.
+        for _ in range(200):
+            if len(docs.memory.items) == 3:
                 break
             await asyncio.sleep(0.01)
         assert index.metadata_reads == 1 and len(docs.memory.items) == 3
