@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,3 +74,28 @@ async def test_writers_sharing_a_lock_file_take_turns(tmp_path: Path) -> None:
     for writer in writers:
         writer.close()
     assert connect(path).execute("SELECT count(*) FROM t").fetchone() == (400,)
+
+
+async def test_a_caller_that_stops_waiting_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """A cancelled caller (a client gone, a shutdown) drops its answer; its write still
+    commits with its batch, and later writes are served. The writer thread once died
+    here, answering a future its caller had cancelled, and every later write hung."""
+    path = tmp_path / "x.sqlite"
+    writer = GroupCommit(lambda: connect(path), "x", str(tmp_path / "x.write"))
+    started = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> int:
+        started.set()
+        time.sleep(0.2)
+        conn.execute("INSERT INTO t VALUES (1, 'slow')")
+        return 1
+
+    waiting = asyncio.ensure_future(writer.submit(slow))
+    await asyncio.to_thread(started.wait, 5)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    after = await asyncio.wait_for(writer.submit(lambda conn: 2), 5)
+    writer.close()
+    assert after == 2
+    assert connect(path).execute("SELECT k, v FROM t").fetchall() == [(1, "slow")]

@@ -8,12 +8,18 @@ alone (see :meth:`GroupCommit._transaction`), and COMMITs them together. Each ca
 is answered only after that COMMIT returns, so an acknowledged write is as durable as
 before; what is shared is the fsync. Under load the batch grows by itself; alone, a
 write waits for nothing.
+
+Answers go back to each caller's event loop in one call per batch, not one per write:
+each call wakes the loop through its self-pipe, and a ``concurrent.futures.Future``
+per write added a lock, a condition and two callbacks. A caller that stops waiting
+(cancelled) does not stop its write, which commits with its batch; its answer is
+dropped, and the writer thread carries on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import fcntl
 import os
 import queue
@@ -32,7 +38,9 @@ T = TypeVar("T")
 #: Most writes in one transaction; bounds how long the first of them waits.
 MAX_BATCH = 64
 
-_Job = tuple[Callable[[sqlite3.Connection], Any], "concurrent.futures.Future[Any]"]
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+#: (future, whether the write succeeded, its result or exception)
+_Answer = tuple["asyncio.Future[Any]", bool, Any]
 
 
 class GroupCommit:
@@ -54,9 +62,9 @@ class GroupCommit:
         self._thread.start()
 
     async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put((fn, future))
-        return await asyncio.wrap_future(future)
+        return await future
 
     def close(self) -> None:
         """Finish the queued writes, then stop the thread."""
@@ -85,18 +93,16 @@ class GroupCommit:
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             if failure is not None:
-                self._fail(batch, failure)
-                continue
-            for (ok, value), (_, future) in zip(outcomes, batch, strict=True):
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(_mapped(value, self._name))
-
-    def _fail(self, batch: list[_Job], exc: sqlite3.Error) -> None:
-        failure = BackendUnavailable(f"SQLite index {self._name}: {exc}")
-        for _, future in batch:
-            future.set_exception(failure)
+                answers: list[_Answer] = [
+                    (future, False, BackendUnavailable(f"SQLite index {self._name}: {failure}"))
+                    for _, future in batch
+                ]
+            else:
+                answers = [
+                    (future, ok, value if ok else _mapped(value, self._name))
+                    for (ok, value), (_, future) in zip(outcomes, batch, strict=True)
+                ]
+            _answer(answers)
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
@@ -123,6 +129,28 @@ class GroupCommit:
                 conn.execute("ROLLBACK")
             raise
         return outcomes
+
+
+def _answer(answers: list[_Answer]) -> None:
+    """Hand each answer to its caller's event loop: one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+    for answer in answers:
+        by_loop.setdefault(answer[0].get_loop(), []).append(answer)
+    for loop, some in by_loop.items():
+        # A loop that has closed raises RuntimeError: nobody is waiting there any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, some)
+
+
+def _settle(answers: list[_Answer]) -> None:
+    """On the caller's loop: answer every caller still waiting (not cancelled)."""
+    for future, ok, value in answers:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _isolated(
