@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 import pytest
@@ -15,6 +18,7 @@ import pytest
 from service.core.keys import instance_key
 from service.core.stow import StowService
 from service.dicom import reasons
+from service.index.base import InstanceRecord
 from service.index.sqlite import SqliteIndex
 from service.storage.base import BlobStore, BlobWriter
 from service.storage.local import LocalBlobStore
@@ -22,6 +26,7 @@ from tests.dicomgen import make_instance, new_uid
 from tests.helpers import multipart
 
 BOUNDARY = "test-boundary-7f3a"
+T = TypeVar("T")
 
 
 class FailingWriter(BlobWriter):
@@ -113,6 +118,42 @@ async def test_index_failure_after_blob_commit_removes_blob(tmp_path: Path) -> N
     assert outcome.reason == reasons.PROCESSING_FAILURE
     assert files_under(tmp_path / "blobs") == []
     assert await index.stale_claims(time.time() + 1) == []
+    await index.close()
+
+
+async def test_a_request_cancelled_during_its_index_commit_keeps_row_and_blob_together(
+    tmp_path: Path,
+) -> None:
+    """Cancelled while its row is being written (the writer thread does not stop), the
+    upload waits for the row and keeps the blob the row names."""
+    service, index = await make_service(tmp_path)
+    writing = threading.Event()
+    index_write = index._write
+
+    async def slow_write(fn: Callable[[sqlite3.Connection], T]) -> T:
+        def slowly(conn: sqlite3.Connection) -> T:
+            writing.set()
+            time.sleep(0.3)
+            return fn(conn)
+
+        return await index_write(slowly)
+
+    async def commit(record: InstanceRecord, owner: str) -> None:
+        index._write = slow_write  # type: ignore[method-assign]
+        await SqliteIndex.commit(index, record, owner)
+
+    index.commit = commit  # type: ignore[method-assign]
+    sop = new_uid()
+    upload = asyncio.ensure_future(
+        service.store_body(chunks(multipart(make_instance(sop=sop))), boundary=BOUNDARY)
+    )
+    await asyncio.to_thread(writing.wait, 10)
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    ref = await index.find("default", sop)
+    assert ref is not None  # the row committed although its caller was cancelled
+    assert await service.storage.exists(ref.blob_key)
     await index.close()
 
 

@@ -321,7 +321,10 @@ class _Part:
         await self.writer.commit()
         self.writer = None  # committed: a failure from here on deletes the blob instead
         try:
-            await svc.index.commit(record, self.owner)
+            # Waited for even when cancelled: the row commits all the same, and a
+            # cancelled wait would delete the blob a committed row names.
+            with anyio.CancelScope(shield=True):
+                await svc.index.commit(record, self.owner)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await svc.storage.delete(self.key)
