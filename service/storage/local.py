@@ -76,7 +76,7 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             views[0] = views[0][written:]
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -108,21 +108,23 @@ class _LocalWriter(BlobWriter):
     syncs, and nothing else."""
 
     def __init__(
-        self, final: Path, tmp_dir: Path, durable: bool, committer: BatchCommitter | None
+        self, final: str, tmp_dir: Path, durable: bool, committer: BatchCommitter | None
     ) -> None:
+        # Paths are kept as str: building, formatting and taking apart pathlib paths
+        # was a few percent of the event loop's time per small instance (py-spy).
         self._final = final
         self._tmp_dir = tmp_dir
         self._committer = committer if durable else None
         # Whether each file and folder is fsynced itself.
         self._fsync = durable and committer is None
-        self._tmp: Path | None = None
+        self._tmp: str | None = None
         # A raw descriptor: a Python file object would cost an fstat and an object,
         # and every system call here is a release and retake of the GIL.
         self._fd: int | None = None
         self._inode = 0
         # The file this writer renamed into place, until it is known durable: a commit
         # that fails after the rename removes it (see abort).
-        self._placed: Path | None = None
+        self._placed: str | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._closed = False
@@ -134,7 +136,8 @@ class _LocalWriter(BlobWriter):
                 fd = os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
                 name = str(beside)
             except FileNotFoundError:
-                _make_dirs(self._final.parent, self._fsync)  # the first of its folder
+                # The first of its folder.
+                _make_dirs(Path(os.path.dirname(self._final)), self._fsync)
                 continue
             except FileExistsError:
                 if _remove_if_abandoned(beside):
@@ -148,7 +151,7 @@ class _LocalWriter(BlobWriter):
             if status.st_nlink:
                 break
             os.close(fd)
-        self._tmp = Path(name)
+        self._tmp = name
         self._fd = fd
         self._inode = status.st_ino
         return fd
@@ -184,7 +187,7 @@ class _LocalWriter(BlobWriter):
     def _commit_sync(self, chunks: list[bytes]) -> None:
         self._place(chunks)
         if self._fsync:
-            _fsync_dir(self._final.parent)
+            _fsync_dir(os.path.dirname(self._final))
         self._placed = None
 
     def _place(self, chunks: list[bytes]) -> None:
@@ -202,7 +205,7 @@ class _LocalWriter(BlobWriter):
                 os.replace(self._tmp, self._final)
             except FileNotFoundError:
                 # Only a fallback file in .tmp can meet a missing folder.
-                _make_dirs(self._final.parent, self._fsync)
+                _make_dirs(Path(os.path.dirname(self._final)), self._fsync)
                 os.replace(self._tmp, self._final)
             self._tmp = None  # its name may be a new writer's from now on
             self._placed = self._final
@@ -221,22 +224,24 @@ class _LocalWriter(BlobWriter):
             os.close(fd)
         tmp, self._tmp = self._tmp, None
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         placed, self._placed = self._placed, None
         if placed is not None:
             # In place but not made durable (the sync failed): remove it, unless a
             # later writer of the key has replaced it since.
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(placed).st_ino == self._inode:
-                    placed.unlink()
+                    os.unlink(placed)
 
 
-def _beside(final: Path) -> Path:
+def _beside(final: str) -> str:
     """Where the blob at ``final`` is written before its rename."""
-    return final.with_name(f".{final.name}.part")
+    folder, name = os.path.split(final)
+    return os.path.join(folder, f".{name}.part")
 
 
-def _remove_if_abandoned(path: Path) -> bool:
+def _remove_if_abandoned(path: str | Path) -> bool:
     """Delete a temporary file whose writer is gone; whether it is gone now."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -251,7 +256,7 @@ def _remove_if_abandoned(path: Path) -> bool:
         # by a new writer, since we opened it.)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                path.unlink()
+                os.unlink(path)
         return True
     finally:
         os.close(fd)
@@ -267,6 +272,7 @@ class LocalBlobStore(BlobStore):
 
     def __init__(self, root: str | Path, *, shared_sync: bool = True) -> None:
         self.root = Path(root).resolve()
+        self._root = str(self.root)
         self._tmp = self.root / ".tmp"
         self._shared_sync = shared_sync
         self._shared: FilesystemSync | None = None
@@ -306,8 +312,8 @@ class LocalBlobStore(BlobStore):
         if shared is not None:
             shared.close()
 
-    def _path(self, key: str) -> Path:
-        return self.root / check_key(key)
+    def _path(self, key: str) -> str:
+        return os.path.join(self._root, check_key(key))
 
     async def open_writer(self, key: str, *, durable: bool = True) -> BlobWriter:
         return _LocalWriter(self._path(key), self._tmp, durable, self._committer)
@@ -362,7 +368,8 @@ class LocalBlobStore(BlobStore):
         path = self._path(key)
 
         def delete() -> None:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
             # And what a writer of this key that died left beside it (recovery
             # deletes the keys of unfinished uploads).
             _remove_if_abandoned(_beside(path))
@@ -370,7 +377,7 @@ class LocalBlobStore(BlobStore):
         await anyio.to_thread.run_sync(delete)
 
     async def exists(self, key: str) -> bool:
-        return await anyio.to_thread.run_sync(self._path(key).is_file)
+        return await anyio.to_thread.run_sync(os.path.isfile, self._path(key))
 
     async def check(self) -> None:
         def probe() -> None:
