@@ -4,6 +4,7 @@ sync for what queued meanwhile, a failing blob fails alone, close loses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import threading
@@ -149,7 +150,7 @@ def test_the_real_syncfs(tmp_path: Path) -> None:
     assert all(isinstance(r, float) for r in results)
 
 
-def test_a_batch_commit_fails_only_the_place_that_failed(tmp_path: Path) -> None:
+async def test_a_batch_commit_fails_only_the_place_that_failed(tmp_path: Path) -> None:
     recorder = _Recorder()
     recorder.release.clear()  # hold the first round so the next jobs queue up together
     committer = BatchCommitter(FilesystemSync(tmp_path, recorder), "test")
@@ -161,38 +162,55 @@ def test_a_batch_commit_fails_only_the_place_that_failed(tmp_path: Path) -> None
         placed.append(n)
 
     first = committer.submit(lambda: place(0))
-    assert recorder.started.wait(5)
+    assert await asyncio.to_thread(recorder.started.wait, 5)
     futures = [committer.submit(functools.partial(place, n)) for n in (1, 2, 3)]
     recorder.release.set()
-    first.result(5)
-    assert futures[0].result(5) is None
-    assert futures[2].result(5) is None
-    error = futures[1].exception(5)
-    assert isinstance(error, OSError)
-    assert error.errno == errno.ENOSPC
+    await asyncio.wait_for(first, 5)
+    results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 5)
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], OSError)
+    assert results[1].errno == errno.ENOSPC
     assert placed == [0, 1, 3]
     assert len(recorder.calls) == 2  # the first job's round, then one for the batch
     committer.close()
 
 
-def test_a_failed_sync_fails_every_placed_blob_of_its_batch(tmp_path: Path) -> None:
+async def test_a_failed_sync_fails_every_placed_blob_of_its_batch(tmp_path: Path) -> None:
     committer = BatchCommitter(FilesystemSync(tmp_path, _Recorder(fail=frozenset({1}))), "t")
-    future = committer.submit(lambda: None)
-    error = future.exception(5)
-    assert isinstance(error, OSError)
-    assert error.errno == errno.EIO
-    assert committer.submit(lambda: None).result(5) is None  # the next batch goes on
+    with pytest.raises(OSError) as failed:
+        await asyncio.wait_for(committer.submit(lambda: None), 5)
+    assert failed.value.errno == errno.EIO
+    # the next batch goes on
+    assert await asyncio.wait_for(committer.submit(lambda: None), 5) is None
     committer.close()
 
 
-def test_close_finishes_what_is_queued_and_refuses_more(tmp_path: Path) -> None:
+async def test_close_finishes_what_is_queued_and_refuses_more(tmp_path: Path) -> None:
     recorder = _Recorder(seconds=0.02)
     committer = BatchCommitter(FilesystemSync(tmp_path, recorder), "test")
     futures = [committer.submit(lambda: None) for _ in range(5)]
     committer.close()
-    assert all(f.done() and f.exception() is None for f in futures)
+    assert await asyncio.wait_for(asyncio.gather(*futures), 5) == [None] * 5
     with pytest.raises(RuntimeError, match="closed"):
         committer.submit(lambda: None)
+
+
+async def test_a_caller_that_stops_waiting_does_not_stop_the_committer(tmp_path: Path) -> None:
+    """A cancelled caller's answer is dropped, and the thread goes on committing."""
+    recorder = _Recorder()
+    recorder.release.clear()
+    committer = BatchCommitter(FilesystemSync(tmp_path, recorder), "test")
+    placed: list[int] = []
+    waiting = asyncio.ensure_future(committer.submit(lambda: placed.append(1)))
+    assert await asyncio.to_thread(recorder.started.wait, 5)
+    waiting.cancel()
+    recorder.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await asyncio.wait_for(committer.submit(lambda: placed.append(2)), 5) is None
+    assert placed == [1, 2]
+    committer.close()
 
 
 _MOUNTINFO = """\

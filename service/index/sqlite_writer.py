@@ -9,17 +9,13 @@ is answered only after that COMMIT returns, so an acknowledged write is as durab
 before; what is shared is the fsync. Under load the batch grows by itself; alone, a
 write waits for nothing.
 
-Answers go back to each caller's event loop in one call per batch, not one per write:
-each call wakes the loop through its self-pipe, and a ``concurrent.futures.Future``
-per write added a lock, a condition and two callbacks. A caller that stops waiting
-(cancelled) does not stop its write, which commits with its batch; its answer is
-dropped, and the writer thread carries on.
+A caller that stops waiting (cancelled) does not stop its write, which commits with its
+batch; its answer is dropped (``service.batching.answer``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import os
 import queue
@@ -28,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from service.batching import take_batch
+from service.batching import Answer, answer, take_batch
 from service.errors import BackendUnavailable
 
 __all__ = ["GroupCommit"]
@@ -39,8 +35,6 @@ T = TypeVar("T")
 MAX_BATCH = 64
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
-#: (future, whether the write succeeded, its result or exception)
-_Answer = tuple["asyncio.Future[Any]", bool, Any]
 
 
 class GroupCommit:
@@ -93,7 +87,7 @@ class GroupCommit:
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             if failure is not None:
-                answers: list[_Answer] = [
+                answers: list[Answer] = [
                     (future, False, BackendUnavailable(f"SQLite index {self._name}: {failure}"))
                     for _, future in batch
                 ]
@@ -102,7 +96,7 @@ class GroupCommit:
                     (future, ok, value if ok else _mapped(value, self._name))
                     for (ok, value), (_, future) in zip(outcomes, batch, strict=True)
                 ]
-            _answer(answers)
+            answer(answers)
 
     @staticmethod
     def _transaction(conn: sqlite3.Connection, batch: list[_Job]) -> list[tuple[bool, Any]]:
@@ -129,28 +123,6 @@ class GroupCommit:
                 conn.execute("ROLLBACK")
             raise
         return outcomes
-
-
-def _answer(answers: list[_Answer]) -> None:
-    """Hand each answer to its caller's event loop: one wake-up per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
-    for answer in answers:
-        by_loop.setdefault(answer[0].get_loop(), []).append(answer)
-    for loop, some in by_loop.items():
-        # A loop that has closed raises RuntimeError: nobody is waiting there any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, some)
-
-
-def _settle(answers: list[_Answer]) -> None:
-    """On the caller's loop: answer every caller still waiting (not cancelled)."""
-    for future, ok, value in answers:
-        if future.done():
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
 
 
 def _isolated(

@@ -28,7 +28,7 @@ to. Elsewhere :func:`filesystem_sync` returns None and the store fsyncs each fil
 
 from __future__ import annotations
 
-import concurrent.futures
+import asyncio
 import ctypes
 import errno
 import logging
@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from service.batching import take_batch
+from service.batching import Answer, answer, take_batch
 
 __all__ = [
     "BatchCommitter",
@@ -183,7 +183,7 @@ def filesystem_sync(folder: Path) -> FilesystemSync | None:
     return FilesystemSync(folder, _SYNCFS)
 
 
-_Job = tuple[Callable[[], None], "concurrent.futures.Future[None]"]
+_Job = tuple[Callable[[], None], "asyncio.Future[None]"]
 
 
 class BatchCommitter:
@@ -204,9 +204,10 @@ class BatchCommitter:
         self._thread.daemon = True
         self._thread.start()
 
-    def submit(self, place: Callable[[], None]) -> concurrent.futures.Future[None]:
-        """Queue ``place``; the future is done once its blob is in place and durable."""
-        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+    def submit(self, place: Callable[[], None]) -> asyncio.Future[None]:
+        """Queue ``place``; the future (of the running event loop) is done once its blob
+        is in place and durable."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the blob store is closed")
@@ -230,29 +231,28 @@ class BatchCommitter:
                 return
             batch, stopping = take_batch(self._queue, first, MAX_BATCH)
             try:
-                self._commit(batch)
+                answers = self._commit(batch)
             except BaseException as exc:  # never leave a caller waiting forever
                 log.exception("blob commit batch failed")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                answers = [(future, False, exc) for _, future in batch]
+            answer(answers)
 
-    def _commit(self, batch: list[_Job]) -> None:
+    def _commit(self, batch: list[_Job]) -> list[Answer]:
+        answers: list[Answer] = []
         placed = []
         for place, future in batch:
             try:
                 place()
             except Exception as exc:
-                future.set_exception(exc)
+                answers.append((future, False, exc))
             else:
                 placed.append(future)
         if not placed:
-            return
+            return answers
         try:
             self._sync.wait()  # every blob placed above, at once
         except OSError as exc:
-            for future in placed:
-                future.set_exception(OSError(exc.errno, exc.strerror))
-            return
-        for future in placed:
-            future.set_result(None)
+            answers += [(f, False, OSError(exc.errno, exc.strerror)) for f in placed]
+        else:
+            answers += [(f, True, None) for f in placed]
+        return answers

@@ -29,7 +29,6 @@ locks): by the next write or delete of the same key, or, for the fallback folder
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import functools
@@ -181,7 +180,7 @@ class _LocalWriter(BlobWriter):
         future = self._committer.submit(functools.partial(self._place, chunks))
         # The caller must know whether the blob is durable, cancelled or not.
         with anyio.CancelScope(shield=True):
-            await asyncio.wrap_future(future)
+            await future
         self._placed = None
 
     def _commit_sync(self, chunks: list[bytes]) -> None:
