@@ -4,8 +4,8 @@ Runs the shared DICOMweb benchmark (``dicomweb_bench.py``, which checks every an
 against a fresh Orthanc and a fresh service, one after the other (who goes first
 alternates from run to run, so that a drift of the machine does not always favour the
 same server), measures what ``dd`` with ``conv=fdatasync`` writes per second on the
-disk the service stores to (the durable-write limit) just before and just after each of
-our STOW phases, samples the service's memory through the run, and prints a table of
+disk the service stores to (the durable-write limit) just before and just after each
+server's STOW phase (both alike, so both start from the same page cache), samples the service's memory through the run, and prints a table of
 ratios against the targets of the performance issue.
 
     python bench/compare.py                      # default corpus (2,000 x 512 KB)
@@ -376,16 +376,16 @@ def report(
     if ratios:
         worst, case = max(ratios)
         table.row(f"QIDO worst case p95 ({case})", "", "", worst, "≤ 0.33", worst <= 1 / 3)
-    # Each of our STOW runs against the dd figures taken just before and after it: the
+    # Each STOW run against the dd figures taken just before and after it: the
     # machine's write speed moves by 2x from one minute to the next, so a dd taken once
-    # per session says little about the minute our run had.
+    # per session says little about the minute a run had. The ratio column is ours.
     shares = [v for v in (pick(r, "stow.dd_share") for r in mine) if v is not None]
-    dds = [v for r in mine for v in r.get("stow", {}).get("dd_MB_per_s", [])]
+    dds = [v for r in mine + theirs for v in r.get("stow", {}).get("dd_MB_per_s", [])]
     if shares:
         share = statistics.median(shares)
         label = f"STOW MB/s vs dd conv=fdatasync beside it ({min(dds):,.0f}–{max(dds):,.0f} MB/s)"
-        stow_mb = median_of(mine, "stow.MB_per_s")
-        table.row(label, "", _num(stow_mb), share, "≥ 0.60", share >= 0.6)
+        theirs_share = median_of(theirs, "stow.dd_share")
+        table.row(label, _num(theirs_share), _num(share), share, "≥ 0.60", share >= 0.6)
     rss = f"{peak_rss / 1024**2:,.0f} MiB"
     table.row("service peak RSS", "", rss, None, "< 300 MiB", peak_rss < 300 * 1024**2)
     # Each server's own: the target is ours, and Orthanc's wrong answers (it has failed
@@ -434,25 +434,39 @@ def main() -> int:
     mine: list[dict[str, Any]] = []
     peak = 0
 
+    def dd_beside_stow(who: str) -> Callable[[str, dict[str, Any]], None] | None:
+        """``dd`` now (before the server starts) and again right after its STOW phase.
+
+        Done for both servers alike: ``dd`` writes 1 GB through the page cache and
+        frees it, and on a virtual machine whose host takes back freed memory, what
+        page-cache memory costs to touch moves with what ran just before (measured:
+        from 0.2 to 1.4 ms of kernel time per 512 KB file written).
+        """
+        if args.profile != "default":
+            return None
+        before = dd_fdatasync(work)
+
+        def after(phase: str, found: dict[str, Any]) -> None:
+            if phase != "stow":
+                return
+            later = dd_fdatasync(work)
+            found["dd_MB_per_s"] = [before, later]
+            found["dd_share"] = found["MB_per_s"] / statistics.mean([before, later])
+            log(f"dd conv=fdatasync beside {who}'s STOW: {before:,.0f} and {later:,.0f} MB/s")
+
+        return after
+
     def run_theirs(run: int) -> None:
         log(f"run {run + 1}/{args.runs}: Orthanc")
+        dd_after_stow = dd_beside_stow("Orthanc")
         with orthanc(args.bench_dir, work) as (url, server):
             out = work / f"orthanc-{run}.json"
-            theirs.append(run_bench(bench, url, corpus, run_args, out, server))
+            theirs.append(run_bench(bench, url, corpus, run_args, out, server, dd_after_stow))
 
     def run_mine(run: int) -> None:
         nonlocal peak
-        before = dd_fdatasync(work) if args.profile == "default" else None
-
-        def dd_after_stow(phase: str, found: dict[str, Any]) -> None:
-            if before is None or phase != "stow":
-                return
-            after = dd_fdatasync(work)
-            found["dd_MB_per_s"] = [before, after]
-            found["dd_share"] = found["MB_per_s"] / statistics.mean([before, after])
-            log(f"dd conv=fdatasync beside our STOW: {before:,.0f} and {after:,.0f} MB/s")
-
         log(f"run {run + 1}/{args.runs}: ours")
+        dd_after_stow = dd_beside_stow("our")
         with ours(work, args.port, env) as (url, process), MemorySampler(process) as memory:
             out = work / f"ours-{run}.json"
             mine.append(run_bench(bench, url, corpus, run_args, out, process, dd_after_stow))
