@@ -5,8 +5,9 @@ against a fresh Orthanc and a fresh service, one after the other (who goes first
 alternates from run to run, so that a drift of the machine does not always favour the
 same server), measures what ``dd`` with ``conv=fdatasync`` writes per second on the
 disk the service stores to (the durable-write limit) just before and just after each
-server's STOW phase (both alike, so both start from the same page cache), samples the service's memory through the run, and prints a table of
-ratios against the targets of the performance issue.
+server's STOW phase (both alike, so both start from the same page cache), samples the
+service's memory through the run, and prints a table of ratios against the targets of
+the performance issue.
 
     python bench/compare.py                      # default corpus (2,000 x 512 KB)
     python bench/compare.py --profile tiny       # 100,000 tiny instances, STOW + QIDO
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -175,11 +177,12 @@ class CpuWatch:
     sampled every 50 ms while the client runs.
 
     The client first reads the corpus and builds its requests, alone; the window that
-    counts runs from the first to the last sample in which the server was busy (over a
-    fifth of a core), so the client's set-up counts nothing.
+    counts is the longest stretch of samples in which the server was busy (over a fifth
+    of a core, with pauses of at most 200 ms), so the client's set-up counts nothing.
     """
 
     PERIOD = 0.05
+    GAP = 4  # samples: 200 ms
 
     def __init__(self, server: psutil.Process, client: psutil.Process) -> None:
         # The server's workers are listed once: walking /proc at every sample would
@@ -215,7 +218,17 @@ class CpuWatch:
         ]
         if not busy:
             return {}
-        first, last = rows[busy[0] - 1], rows[busy[-1]]
+        # The longest stretch of busy samples (gaps up to GAP samples): a lone busy
+        # sample of a server finishing its start-up had put the client's set-up (over a
+        # second of reading the corpus) into the window.
+        stretches, start = [], busy[0]
+        for before, after in itertools.pairwise(busy):
+            if after - before > self.GAP:
+                stretches.append((start, before))
+                start = after
+        stretches.append((start, busy[-1]))
+        begin, end = max(stretches, key=lambda s: rows[s[1]][1] - rows[s[0] - 1][1])
+        first, last = rows[begin - 1], rows[end]
         if first_seconds is not None:
             last = next((r for r in rows if r[0] >= first[0] + first_seconds), last)
         wall = last[0] - first[0]
