@@ -47,8 +47,13 @@ from service.storage.fssync import BatchCommitter, FilesystemSync, filesystem_sy
 __all__ = ["LocalBlobStore"]
 
 # Writes are gathered into buffers of this size before one thread hop: a thread hop per
-# 64 KiB network chunk costs more than the write itself.
-WRITE_BUFFER = 1024 * 1024
+# 64 KiB network chunk costs more than the write itself. Not larger: a blob smaller than
+# this is written whole at commit, by the store's one committer thread, when its bytes
+# have long left the CPU's caches. With 1 MiB that was every 512 KB instance; with
+# 256 KiB they are written as they arrive, in worker threads, and 6 of 7 interleaved
+# runs of the default corpus stored faster (median 445 against 420 instances/s, 3.55
+# against 3.74 ms of server CPU per instance).
+WRITE_BUFFER = 256 * 1024
 READ_CHUNK = 4 * 1024 * 1024
 
 
