@@ -5,9 +5,9 @@ against a fresh Orthanc and a fresh service, one after the other (who goes first
 alternates from run to run, so that a drift of the machine does not always favour the
 same server), measures what ``dd`` with ``conv=fdatasync`` writes per second on the
 disk the service stores to (the durable-write limit) just before and just after each
-server's STOW phase (both alike, so both start from the same page cache), samples the
-service's memory through the run, and prints a table of ratios against the targets of
-the performance issue.
+server's STOW phase (both alike, at the same moment), samples the service's memory
+through the run, and prints a table of ratios against the targets of the performance
+issue.
 
     python bench/compare.py                      # default corpus (2,000 x 512 KB)
     python bench/compare.py --profile tiny       # 100,000 tiny instances, STOW + QIDO
@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -245,6 +245,32 @@ class CpuWatch:
         }
 
 
+class DdBesideStow:
+    """``dd`` right before a server's STOW phase and again right after it.
+
+    The same for both servers, at the same moment of each run: ``dd`` writes 1 GB
+    through the page cache and frees it, and on a virtual machine whose host takes
+    freed memory back, what writing to the page cache costs moves with what ran just
+    before (measured: from 0.2 to 1.4 ms of kernel time per 512 KB file). So it runs
+    as the STOW client starts, not before the server does: servers take different times
+    to start, and the STOW would otherwise follow the ``dd`` sooner for one of them.
+    """
+
+    def __init__(self, folder: Path, who: str) -> None:
+        self.folder = folder
+        self.who = who
+        self.first = 0.0
+
+    def before(self) -> None:
+        self.first = dd_fdatasync(self.folder)
+
+    def after(self, found: dict[str, Any]) -> None:
+        later = dd_fdatasync(self.folder)
+        found["dd_MB_per_s"] = [self.first, later]
+        found["dd_share"] = found["MB_per_s"] / statistics.mean([self.first, later])
+        log(f"dd conv=fdatasync beside {self.who} STOW: {self.first:,.0f} and {later:,.0f} MB/s")
+
+
 def run_bench(
     bench: Path,
     url: str,
@@ -252,12 +278,12 @@ def run_bench(
     args: list[str],
     out: Path,
     server: psutil.Process,
-    after_phase: Callable[[str, dict[str, Any]], None] | None = None,
+    dd: DdBesideStow | None = None,
 ) -> dict[str, Any]:
     """One benchmark run, a client process per phase, so that the CPU time of the
     server and of the client can be told apart per phase: what each side spends per
-    stored instance, and which side limits the series retrieve. ``after_phase`` is
-    called with each phase's name and result as soon as it ends."""
+    stored instance, and which side limits the series retrieve. ``dd`` measures the
+    disk right before and right after the STOW phase."""
     cmd = [sys.executable, str(bench), "run", "--url", url, "--corpus", str(corpus)]
     phases, rest = ["stow", "qido", "wado"], list(args)
     if "--phases" in args:
@@ -267,6 +293,8 @@ def run_bench(
     for phase in phases:
         part = out.with_suffix(f".{phase}.json")
         run = [*cmd, *rest, "--phases", phase, "--out", str(part)]
+        if dd is not None and phase == "stow":
+            dd.before()
         client = subprocess.Popen(run, stdout=subprocess.DEVNULL)
         watch = CpuWatch(server, psutil.Process(client.pid))
         if client.wait() != 0:
@@ -283,8 +311,8 @@ def run_bench(
         if phase == "stow" and instances and found["cpu"]:
             found["server_cpu_ms"] = 1000 * found["cpu"]["server_cpu_s"] / instances
             found["client_cpu_ms"] = 1000 * found["cpu"]["client_cpu_s"] / instances
-        if after_phase is not None:
-            after_phase(phase, found)
+        if dd is not None and phase == "stow":
+            dd.after(found)
     out.write_text(json.dumps(result, indent=1))
     return result
 
@@ -447,42 +475,20 @@ def main() -> int:
     mine: list[dict[str, Any]] = []
     peak = 0
 
-    def dd_beside_stow(who: str) -> Callable[[str, dict[str, Any]], None] | None:
-        """``dd`` now (before the server starts) and again right after its STOW phase.
-
-        Done for both servers alike: ``dd`` writes 1 GB through the page cache and
-        frees it, and on a virtual machine whose host takes back freed memory, what
-        page-cache memory costs to touch moves with what ran just before (measured:
-        from 0.2 to 1.4 ms of kernel time per 512 KB file written).
-        """
-        if args.profile != "default":
-            return None
-        before = dd_fdatasync(work)
-
-        def after(phase: str, found: dict[str, Any]) -> None:
-            if phase != "stow":
-                return
-            later = dd_fdatasync(work)
-            found["dd_MB_per_s"] = [before, later]
-            found["dd_share"] = found["MB_per_s"] / statistics.mean([before, later])
-            log(f"dd conv=fdatasync beside {who}'s STOW: {before:,.0f} and {later:,.0f} MB/s")
-
-        return after
-
     def run_theirs(run: int) -> None:
         log(f"run {run + 1}/{args.runs}: Orthanc")
-        dd_after_stow = dd_beside_stow("Orthanc")
+        dd = DdBesideStow(work, "Orthanc's") if args.profile == "default" else None
         with orthanc(args.bench_dir, work) as (url, server):
             out = work / f"orthanc-{run}.json"
-            theirs.append(run_bench(bench, url, corpus, run_args, out, server, dd_after_stow))
+            theirs.append(run_bench(bench, url, corpus, run_args, out, server, dd))
 
     def run_mine(run: int) -> None:
         nonlocal peak
         log(f"run {run + 1}/{args.runs}: ours")
-        dd_after_stow = dd_beside_stow("our")
+        dd = DdBesideStow(work, "our") if args.profile == "default" else None
         with ours(work, args.port, env) as (url, process), MemorySampler(process) as memory:
             out = work / f"ours-{run}.json"
-            mine.append(run_bench(bench, url, corpus, run_args, out, process, dd_after_stow))
+            mine.append(run_bench(bench, url, corpus, run_args, out, process, dd))
         peak = max(peak, memory.peak)
 
     for run in range(args.runs):
