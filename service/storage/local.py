@@ -89,9 +89,10 @@ def _fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(path: Path, durable: bool = True) -> None:
-    """Create ``path`` and its missing parents, durably unless told otherwise: a new
+def _make_dirs(folder: str | Path, durable: bool = True) -> None:
+    """Create ``folder`` and its missing parents, durably unless told otherwise: a new
     folder's entry lives in its parent, so each parent that gained one is fsynced."""
+    path = Path(folder)
     missing = []
     while not path.is_dir():
         missing.append(path)
@@ -139,10 +140,10 @@ class _LocalWriter(BlobWriter):
         while True:
             try:
                 fd = os.open(beside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                name = str(beside)
+                name = beside
             except FileNotFoundError:
                 # The first of its folder.
-                _make_dirs(Path(os.path.dirname(self._final)), self._fsync)
+                _make_dirs(os.path.dirname(self._final), self._fsync)
                 continue
             except FileExistsError:
                 if _remove_if_abandoned(beside):
@@ -210,7 +211,7 @@ class _LocalWriter(BlobWriter):
                 os.replace(self._tmp, self._final)
             except FileNotFoundError:
                 # Only a fallback file in .tmp can meet a missing folder.
-                _make_dirs(Path(os.path.dirname(self._final)), self._fsync)
+                _make_dirs(os.path.dirname(self._final), self._fsync)
                 os.replace(self._tmp, self._final)
             self._tmp = None  # its name may be a new writer's from now on
             self._placed = self._final
