@@ -6,7 +6,7 @@ process whose thread pools take turns with large buffers (request bodies, 4 MiB 
 reads) keeps a high-water mark per arena. Fewer arenas shared by all threads reuse
 what was freed: on the default benchmark, two arenas took the service's peak RSS from
 304–318 to 270–275 MiB with two workers (four runs each), with throughput within the
-runs' noise (README, Performance). Orthanc offers the same knob (``MallocArenaMax``).
+runs' noise (docs/performance.md). Orthanc offers the same knob (``MallocArenaMax``).
 """
 
 from __future__ import annotations

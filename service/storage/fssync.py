@@ -11,7 +11,7 @@ write already done on a filesystem durable at once: file data, new names and new
 folders. So a writer puts its blob in place and then waits for one ``syncfs`` that
 *started after* that; writers that arrive while a ``syncfs`` runs share the next one.
 An acknowledged blob is exactly as durable as before; what is shared is the flush
-(measured gain: README, "Performance").
+(measured gain: docs/performance.md).
 
 Putting a small blob in place is a handful of short system calls. From a worker thread
 of its own each, the commits of many concurrent uploads cost a thread hop each and
