@@ -32,7 +32,7 @@ def unique_name(prefix: str) -> str:
 
 
 class MotoServer:
-    """``moto_server`` as a child process on 127.0.0.1:<free port>."""
+    """moto's server as a child process on 127.0.0.1:<free port>."""
 
     def __init__(self, log: Path) -> None:
         self.port = free_port()
@@ -41,7 +41,8 @@ class MotoServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> MotoServer:
-        args = [str(Path(sys.executable).with_name("moto_server"))]
+        # moto's server, with DynamoDB's requests taking turns (see moto_server.py).
+        args = [sys.executable, str(Path(__file__).with_name("moto_server.py"))]
         args += ["-H", "127.0.0.1", "-p", str(self.port)]
         env = {**os.environ, **AWS_ENV}
         self.proc = spawn(args, env, self.log, answers(self.endpoint + "/moto-api/"), "moto")
