@@ -8,7 +8,6 @@ power loss, not only a process crash.
 
 from __future__ import annotations
 
-import fcntl
 import sqlite3
 import threading
 import time
@@ -26,6 +25,7 @@ from service.index.base import Claim, Claimed, Index, InstanceRecord, InstanceRe
 from service.index.sqlite_schema import PLANNER_STATISTICS, SCHEMA, SCHEMA_VERSION, number
 from service.index.sqlite_search import run_search, upsert_levels
 from service.index.sqlite_writer import GroupCommit
+from service.sqlite_setup import setting_up
 
 __all__ = ["SqliteIndex"]
 
@@ -118,9 +118,12 @@ class SqliteIndex(Index):
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._blocking(lambda: fn(self._connect()))
+
+    async def _blocking(self, fn: Callable[[], T]) -> T:
         def call() -> T:
             try:
-                return fn(self._connect())
+                return fn()
             except sqlite3.OperationalError as exc:
                 raise BackendUnavailable(f"SQLite index {self.path}: {exc}") from exc
 
@@ -137,17 +140,10 @@ class SqliteIndex(Index):
 
     async def open(self) -> None:
         def create() -> None:
-            # Several processes (HTTP workers, the DIMSE sidecar) may open a new index at
-            # once: one of them creates and seeds it while the others wait. The first
-            # connection is made under the same lock, as it switches a new file to WAL:
-            # that needs the database to itself, and SQLite answers "database is
-            # locked" at once, without waiting, while another process holds it.
-            with self.path.with_name(self.path.name + ".init").open("a") as guard:
-                fcntl.flock(guard, fcntl.LOCK_EX)
-                try:
-                    set_up(self._connect())
-                except sqlite3.OperationalError as exc:
-                    raise BackendUnavailable(f"SQLite index {self.path}: {exc}") from exc
+            # One process creates and seeds a new index while the others wait; the
+            # first connection too is made under the lock (see setting_up).
+            with setting_up(self.path):
+                set_up(self._connect())
 
         def set_up(conn: sqlite3.Connection) -> None:
             conn.executescript(SCHEMA)
@@ -163,7 +159,7 @@ class SqliteIndex(Index):
                 _seed_statistics(conn)
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        await offload.call(create)
+        await self._blocking(create)
         self._writer = GroupCommit(
             self._connect, str(self.path), str(self.path.with_name(self.path.name + ".write"))
         )

@@ -6,7 +6,6 @@ one process or several sharing the file) never take the same attempt of a job.
 
 from __future__ import annotations
 
-import fcntl
 import sqlite3
 import threading
 import time
@@ -20,6 +19,7 @@ import msgspec
 
 from service.errors import BackendUnavailable
 from service.jobs.base import Job, JobQueue, JobRecord, JobState, job_decoder
+from service.sqlite_setup import setting_up
 
 __all__ = ["SqliteJobQueue"]
 
@@ -71,10 +71,8 @@ class SqliteJobQueue(JobQueue):
     async def open(self) -> None:
         def connect() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Every worker opens the queue: one at a time, as switching a new file to
-            # WAL fails at once ("database is locked") while another process holds it.
-            with self.path.with_name(self.path.name + ".init").open("a") as guard:
-                fcntl.flock(guard, fcntl.LOCK_EX)
+            # Every worker opens the queue: one at a time (see setting_up).
+            with setting_up(self.path):
                 conn = sqlite3.connect(
                     self.path, isolation_level=None, check_same_thread=False, timeout=30
                 )
